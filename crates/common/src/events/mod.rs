@@ -1,0 +1,157 @@
+//! Events on NATS: typed payloads, subjects and streams (ARCHITECTURE §3), publishing through a
+//! durable on-disk [`Outbox`] so that nothing is lost while NATS is away, and durable consumers
+//! that drop redeliveries by event id.
+
+mod consumer;
+mod outbox;
+mod publisher;
+pub mod types;
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub use consumer::{Delivery, DurableConsumer};
+pub use outbox::{Outbox, OutboxConfig, OutboxError, PendingEvent};
+pub use publisher::{DeliveryConfig, EventPublisher, run_delivery};
+
+/// Version of the envelope and of every payload type; bumped on incompatible change.
+pub const EVENT_VERSION: u32 = 1;
+
+/// A payload type: what happened, and on which subject it is published.
+pub trait EventBody: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The NATS subject, `k8shell.<domain>.<event>[.<key>]`.
+    fn subject(&self) -> String;
+}
+
+/// The JSON that goes on the wire: `{"v":1,"id":"…","at":"…", …payload fields}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event<T> {
+    /// Payload version ([`EVENT_VERSION`]).
+    pub v: u32,
+    /// UUIDv7; consumers drop a second delivery of the same id.
+    pub id: Uuid,
+    /// When it happened (UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    #[serde(flatten)]
+    pub body: T,
+}
+
+impl<T: EventBody> Event<T> {
+    /// A new event happening now.
+    pub fn new(body: T) -> Self {
+        Self {
+            v: EVENT_VERSION,
+            id: crate::ids::new_id(),
+            at: crate::clock::now(),
+            body,
+        }
+    }
+
+    /// Its subject.
+    pub fn subject(&self) -> String {
+        self.body.subject()
+    }
+}
+
+/// Event errors.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    #[error("event payload: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("JetStream: {0}")]
+    JetStream(String),
+}
+
+impl EventError {
+    fn js(e: impl std::fmt::Display) -> Self {
+        Self::JetStream(e.to_string())
+    }
+}
+
+/// A JetStream stream and the subjects it stores.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamSpec {
+    pub name: &'static str,
+    pub subjects: &'static [&'static str],
+    pub description: &'static str,
+    /// How long JetStream remembers message ids to drop re-published events.
+    pub duplicate_window: Duration,
+}
+
+/// Audit trail: authentication, sessions, shield, workspace lifecycle, policy decisions.
+pub const AUDIT: StreamSpec = StreamSpec {
+    name: "AUDIT",
+    subjects: &[
+        "k8shell.auth.>",
+        "k8shell.audit.>",
+        "k8shell.session.opened",
+        "k8shell.session.closed",
+        "k8shell.shield.>",
+        "k8shell.workspace.>",
+    ],
+    description: "k8shell audit events",
+    duplicate_window: Duration::from_secs(30 * 60),
+};
+
+/// Activity inside workspaces and the alerts raised from it.
+pub const TRACE: StreamSpec = StreamSpec {
+    name: "TRACE",
+    subjects: &["k8shell.trace.>", "k8shell.alert.>"],
+    description: "k8shell workspace activity and alerts",
+    duplicate_window: Duration::from_secs(10 * 60),
+};
+
+/// How a service reaches NATS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// `nats://host:4222`; several may be given separated by commas.
+    pub url: String,
+}
+
+/// Connects to NATS. Returns at once even when NATS is down: the client keeps trying in the
+/// background, and the outbox keeps events meanwhile.
+pub async fn connect(
+    config: &NatsConfig,
+    client_name: &str,
+) -> Result<async_nats::Client, EventError> {
+    let options = async_nats::ConnectOptions::new()
+        .name(client_name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .reconnect_delay_callback(|attempt| {
+            Duration::from_millis(50 * 2u64.saturating_pow(attempt.min(5) as u32))
+        })
+        .event_callback(|event| async move {
+            tracing::info!(%event, "NATS connection event");
+        });
+    options
+        .connect(config.url.as_str())
+        .await
+        .map_err(EventError::js)
+}
+
+/// Creates the stream if it does not exist yet and returns it.
+pub async fn ensure_stream(
+    js: &async_nats::jetstream::Context,
+    spec: &StreamSpec,
+) -> Result<async_nats::jetstream::stream::Stream, EventError> {
+    use async_nats::jetstream::stream::{Config, StorageType};
+    js.get_or_create_stream(Config {
+        name: spec.name.to_owned(),
+        subjects: spec.subjects.iter().map(|s| (*s).to_owned()).collect(),
+        description: Some(spec.description.to_owned()),
+        storage: StorageType::File,
+        duplicate_window: spec.duplicate_window,
+        ..Default::default()
+    })
+    .await
+    .map_err(EventError::js)
+}

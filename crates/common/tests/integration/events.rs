@@ -1,0 +1,183 @@
+//! Events through a real nats-server with JetStream: outages, restarts, redeliveries.
+
+use std::sync::Arc;
+
+use async_nats::jetstream;
+use k8shell_common::events::types::AuthFailure;
+use k8shell_common::events::{
+    AUDIT, DeliveryConfig, DurableConsumer, Event, EventPublisher, NatsConfig, Outbox,
+    OutboxConfig, connect, ensure_stream, run_delivery,
+};
+use k8shell_testkit::Nats;
+use tokio_util::sync::CancellationToken;
+
+fn failure(n: usize) -> Event<AuthFailure> {
+    Event::new(AuthFailure {
+        ip: "198.51.100.9".parse().unwrap(),
+        user: format!("user{n}"),
+        method: "publickey".into(),
+        reason: "unknown key".into(),
+    })
+}
+
+async fn jetstream(nats: &Nats) -> jetstream::Context {
+    let client = connect(&NatsConfig { url: nats.url() }, "k8shell-test")
+        .await
+        .unwrap();
+    jetstream::new(client)
+}
+
+struct Delivery {
+    publisher: EventPublisher,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start_delivery(dir: &std::path::Path, js: &jetstream::Context) -> Delivery {
+    let mut config = OutboxConfig::new(dir);
+    config.fsync = false;
+    let outbox = Arc::new(Outbox::open(config).unwrap());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run_delivery(
+        Arc::clone(&outbox),
+        js.clone(),
+        DeliveryConfig::default(),
+        stop.clone(),
+    ));
+    Delivery {
+        publisher: EventPublisher::new(outbox),
+        stop,
+        task: tokio::spawn(async move {
+            task.await.unwrap().unwrap();
+        }),
+    }
+}
+
+async fn stream_messages(js: &jetstream::Context) -> u64 {
+    let mut stream = js.get_stream(AUDIT.name).await.unwrap();
+    stream.info().await.unwrap().state.messages
+}
+
+#[tokio::test]
+async fn publish_and_durable_consume_survive_a_nats_restart() {
+    let mut nats = Nats::start().unwrap();
+    let js = jetstream(&nats).await;
+    ensure_stream(&js, &AUDIT).await.unwrap();
+    let outbox_dir = tempfile::tempdir().unwrap();
+    let delivery = start_delivery(outbox_dir.path(), &js);
+    let events: Vec<_> = (0..6).map(failure).collect();
+
+    for event in &events[..3] {
+        delivery.publisher.publish(event).await.unwrap();
+    }
+    let mut consumer =
+        DurableConsumer::<AuthFailure>::open(&js, &AUDIT, "shield", "k8shell.auth.failure")
+            .await
+            .unwrap();
+    let first = consumer.next().await.unwrap();
+    assert_eq!(first.event, events[0]);
+    first.ack().await.unwrap();
+
+    nats.stop();
+    nats.start_again().unwrap();
+
+    for event in &events[3..5] {
+        delivery.publisher.publish(event).await.unwrap();
+    }
+    for expected in &events[1..5] {
+        let got = consumer.next().await.unwrap();
+        assert_eq!(&got.event, expected, "in publish order, across the restart");
+        got.ack().await.unwrap();
+    }
+
+    // A consumer process that restarts resumes after its last acknowledgement.
+    drop(consumer);
+    delivery.publisher.publish(&events[5]).await.unwrap();
+    let mut resumed =
+        DurableConsumer::<AuthFailure>::open(&js, &AUDIT, "shield", "k8shell.auth.failure")
+            .await
+            .unwrap();
+    let got = resumed.next().await.unwrap();
+    assert_eq!(got.event, events[5]);
+    got.ack().await.unwrap();
+    assert_eq!(stream_messages(&js).await, 6);
+    delivery.stop.cancel();
+    delivery.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_outbox_delivers_events_published_while_nats_was_down_in_order_and_once() {
+    let mut nats = Nats::start().unwrap();
+    let js = jetstream(&nats).await;
+    ensure_stream(&js, &AUDIT).await.unwrap();
+    nats.stop();
+
+    let outbox_dir = tempfile::tempdir().unwrap();
+    let events: Vec<_> = (0..100).map(failure).collect();
+
+    // The first half is accepted by a process that then goes away before NATS returns.
+    let first = start_delivery(outbox_dir.path(), &js);
+    for event in &events[..50] {
+        first.publisher.publish(event).await.unwrap();
+    }
+    assert!(first.publisher.outbox().pending_bytes() > 0);
+    first.stop.cancel();
+    first.task.await.unwrap();
+    drop(first.publisher);
+
+    // Its successor accepts the second half, still without NATS.
+    let second = start_delivery(outbox_dir.path(), &js);
+    for event in &events[50..] {
+        second.publisher.publish(event).await.unwrap();
+    }
+
+    nats.start_again().unwrap();
+
+    let mut consumer =
+        DurableConsumer::<AuthFailure>::open(&js, &AUDIT, "audit-log", "k8shell.auth.>")
+            .await
+            .unwrap();
+    for expected in &events {
+        let got = consumer.next().await.unwrap();
+        assert_eq!(
+            &got.event, expected,
+            "events arrive in the order they were accepted"
+        );
+        got.ack().await.unwrap();
+    }
+    // Retries while NATS was away sent some events more than once: JetStream kept one copy each.
+    assert_eq!(stream_messages(&js).await, 100);
+    second.stop.cancel();
+    second.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_consumer_drops_a_second_copy_of_an_event() {
+    let nats = Nats::start().unwrap();
+    let js = jetstream(&nats).await;
+    ensure_stream(&js, &AUDIT).await.unwrap();
+    let duplicate = failure(1);
+    let other = failure(2);
+    // Published without message ids, as a producer outside the duplicate window would.
+    for event in [&duplicate, &duplicate, &other] {
+        let payload = serde_json::to_vec(event).unwrap();
+        js.publish(event.subject(), payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let mut consumer =
+        DurableConsumer::<AuthFailure>::open(&js, &AUDIT, "dedupe", "k8shell.auth.failure")
+            .await
+            .unwrap();
+    let a = consumer.next().await.unwrap();
+    assert_eq!(a.event, duplicate);
+    a.ack().await.unwrap();
+    let b = consumer.next().await.unwrap();
+    assert_eq!(
+        b.event, other,
+        "the second copy of the first event is skipped"
+    );
+    b.ack().await.unwrap();
+}

@@ -1,0 +1,2 @@
+CREATE TABLE items (id BIGINT PRIMARY KEY, label TEXT NOT NULL, size INT);
+INSERT INTO items VALUES (1, 'beta', 3);

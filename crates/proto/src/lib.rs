@@ -1,0 +1,18 @@
+//! The gRPC contracts of k8shell, generated at build time from `proto/` (packages
+//! `k8shell.<domain>.v1`), plus the standard gRPC health service every server exposes.
+
+/// `k8shell.types.v1`: types shared by every package.
+pub mod types {
+    pub mod v1 {
+        tonic::include_proto!("k8shell.types.v1");
+
+        mod convert;
+        pub use convert::IdError;
+    }
+}
+
+/// The gRPC health checking protocol (`grpc.health.v1`), served by every k8shell server.
+pub use tonic_health as health;
+
+/// Largest payload of one stream frame (ARCHITECTURE §3).
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;

@@ -1,0 +1,54 @@
+//! Real dependencies for k8shell's tests.
+//!
+//! Each component runs as a child process in its own temp dir on a free loopback port, is waited
+//! for until it answers, and is stopped and removed on drop, even when the test panics; when a
+//! test fails, the component's log is printed. A missing binary is an error that names the Debian
+//! package to install: a test never passes by skipping.
+
+mod binaries;
+mod nats;
+mod postgres;
+mod process;
+
+pub use binaries::{Missing, require};
+pub use nats::Nats;
+pub use postgres::Postgres;
+
+/// What can go wrong while starting a component.
+#[derive(Debug, thiserror::Error)]
+pub enum TestkitError {
+    #[error(transparent)]
+    Missing(#[from] Missing),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{what} did not become ready: {detail}\n--- log ---\n{log}")]
+    NotReady {
+        what: String,
+        detail: String,
+        log: String,
+    },
+    #[error("{what} failed: {detail}")]
+    Failed { what: String, detail: String },
+}
+
+impl TestkitError {
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released for the component to take).
+pub fn free_port() -> Result<u16, TestkitError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| TestkitError::io("binding a free port", e))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| TestkitError::io("reading the free port", e))
+}
