@@ -3,7 +3,7 @@
 //! - [`config`]: TOML file + `K8SHELL_<SERVICE>__<KEY>` overrides, errors with file and line;
 //! - [`telemetry`]: logs, Prometheus metrics, optional OTLP traces;
 //! - [`shutdown`]: one cancellation token, drain deadline, second signal forces exit;
-//! - [`tls`]: mTLS with reloading certificates and a local CA;
+//! - [`tls`]: mTLS with reloading certificates and a local CA; [`grpc`]: tonic over it;
 //! - [`db`]: Postgres pool and per-service-schema migrations;
 //! - [`events`]: typed NATS events, durable outbox, durable consumers;
 //! - [`ids`], [`clock`]: UUIDv7 and UTC time.
@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod events;
+pub mod grpc;
 pub mod ids;
 pub mod shutdown;
 pub mod telemetry;

@@ -139,7 +139,8 @@ impl Postgres {
     }
 }
 
-/// The newest `/usr/lib/postgresql/<version>/bin` that has a server.
+/// The newest `/usr/lib/postgresql/<version>/bin` that has a server (Debian), else the directory
+/// of `postgres` on `PATH` (Nix).
 fn server_bin_dir() -> Result<PathBuf, TestkitError> {
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
@@ -152,14 +153,16 @@ fn server_bin_dir() -> Result<PathBuf, TestkitError> {
         })
         .collect();
     versions.sort();
-    match versions.pop() {
-        Some((_, bin)) => Ok(bin),
-        None => Err(crate::Missing {
-            binary: "postgres (in /usr/lib/postgresql/<version>/bin)".to_owned(),
-            package: PACKAGE.to_owned(),
-        }
-        .into()),
+    if let Some((_, bin)) = versions.pop() {
+        return Ok(bin);
     }
+    let on_path = require("postgres", PACKAGE, &[]).map_err(|_| crate::Missing {
+        binary: "postgres (in /usr/lib/postgresql/<version>/bin or on PATH)".to_owned(),
+        package: PACKAGE.to_owned(),
+    })?;
+    Ok(on_path
+        .parent()
+        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf))
 }
 
 /// `program`, run as an unprivileged user when we are root.
