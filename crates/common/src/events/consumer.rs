@@ -14,6 +14,9 @@ use uuid::Uuid;
 
 use super::{Event, EventBody, EventError, StreamSpec, ensure_stream};
 
+/// Acknowledgements are confirmed by the server; across a reconnect one may be lost.
+const ACK_ATTEMPTS: usize = 3;
+
 /// How many acknowledged ids a consumer remembers to drop redeliveries.
 const REMEMBERED_IDS: usize = 16_384;
 
@@ -65,13 +68,28 @@ pub struct Delivery<T> {
 
 impl<T> Delivery<T> {
     /// Acknowledges the event: it will not be delivered to this consumer again.
+    ///
+    /// The id is remembered first, so that even if every acknowledgement is lost (NATS
+    /// restarting), the redelivery is dropped rather than handled twice.
     pub async fn ack(self) -> Result<(), EventError> {
-        self.message.double_ack().await.map_err(EventError::js)?;
         self.seen
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(self.event.id);
-        Ok(())
+        let mut last_error = None;
+        for _ in 0..ACK_ATTEMPTS {
+            match self.message.double_ack().await {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    tracing::debug!(%error, id = %self.event.id, "acknowledgement not confirmed; retrying");
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(EventError::js(last_error.map_or_else(
+            || "acknowledgement failed".to_owned(),
+            |e| e.to_string(),
+        )))
     }
 
     /// Asks for redelivery after `delay` (the handler failed for a transient reason).

@@ -146,6 +146,28 @@ impl ReloadingTls {
     fn material(&self) -> arc_swap::Guard<Arc<Material>> {
         self.current.load()
     }
+
+    /// Handshake signatures do not depend on the trust roots, only on the provider.
+    fn verify_signature(
+        &self,
+        version: Tls,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.provider.signature_verification_algorithms;
+        match version {
+            Tls::V12 => verify_tls12_signature(message, cert, dss, algs),
+            Tls::V13 => verify_tls13_signature(message, cert, dss, algs),
+        }
+    }
+}
+
+/// The TLS version whose signature rules apply.
+#[derive(Debug, Clone, Copy)]
+enum Tls {
+    V12,
+    V13,
 }
 
 fn fingerprint(files: &TlsFiles) -> Result<u64, TlsError> {
@@ -273,8 +295,7 @@ impl ClientCertVerifier for FollowingClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algs = &self.0.provider.signature_verification_algorithms;
-        verify_tls12_signature(message, cert, dss, algs)
+        self.0.verify_signature(Tls::V12, message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -283,8 +304,7 @@ impl ClientCertVerifier for FollowingClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algs = &self.0.provider.signature_verification_algorithms;
-        verify_tls13_signature(message, cert, dss, algs)
+        self.0.verify_signature(Tls::V13, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -323,8 +343,7 @@ impl ServerCertVerifier for FollowingServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algs = &self.0.provider.signature_verification_algorithms;
-        verify_tls12_signature(message, cert, dss, algs)
+        self.0.verify_signature(Tls::V12, message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -333,8 +352,7 @@ impl ServerCertVerifier for FollowingServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algs = &self.0.provider.signature_verification_algorithms;
-        verify_tls13_signature(message, cert, dss, algs)
+        self.0.verify_signature(Tls::V13, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
