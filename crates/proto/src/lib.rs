@@ -11,6 +11,13 @@ pub mod types {
     }
 }
 
+/// `k8shell.k8shelld.v1`: the daemon inside every workspace.
+pub mod k8shelld {
+    pub mod v1 {
+        tonic::include_proto!("k8shell.k8shelld.v1");
+    }
+}
+
 /// The gRPC health checking protocol (`grpc.health.v1`), served by every k8shell server.
 pub use tonic_health as health;
 
