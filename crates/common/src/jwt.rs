@@ -216,7 +216,7 @@ impl JwtVerifier {
             .map_err(|_| JwtError::Malformed("signature is not base64url"))?;
         let signing_input_len = token.len() - signature_part_len(token);
         UnparsedPublicKey::new(&ED25519, key)
-            .verify(token[..signing_input_len].as_bytes(), &signature)
+            .verify(&token.as_bytes()[..signing_input_len], &signature)
             .map_err(|_| JwtError::Signature)?;
         decode_json(claims, "claims")
     }
