@@ -1,0 +1,384 @@
+//! `Exec`: a command or login shell as the workspace user, with or without a PTY, streamed both
+//! ways. Every queue is bounded: a slow reader on either side slows the other side down.
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use k8shell_proto::k8shelld::v1::{
+    ExecInput, ExecOutput, ExecStart, ExitStatus, Signaled, Started, exec_input, exec_output,
+    exit_status,
+};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::unix::pipe;
+use tokio::sync::{mpsc, oneshot};
+use tonic::{Status, Streaming};
+
+use crate::Shared;
+use crate::pty::{self, PtyMaster};
+use crate::reaper::Exit;
+use crate::signals;
+use crate::spawn::{self, Program, Streams};
+
+/// Bytes per output message (ARCHITECTURE §3: at most 64 KiB per frame).
+const CHUNK: usize = 64 * 1024;
+/// Output messages queued towards the client before the process is made to wait.
+const OUTPUT_QUEUE: usize = 4;
+
+pub type OutputSender = mpsc::Sender<Result<ExecOutput, Status>>;
+
+/// Runs one Exec stream: returns the receiving end of its output.
+pub async fn exec(
+    shared: Arc<Shared>,
+    mut input: Streaming<ExecInput>,
+) -> Result<mpsc::Receiver<Result<ExecOutput, Status>>, Status> {
+    let start = match input.next().await {
+        Some(Ok(ExecInput {
+            input: Some(exec_input::Input::Start(start)),
+        })) => start,
+        Some(Ok(_)) => {
+            return Err(Status::invalid_argument(
+                "the first Exec message must be `start`",
+            ));
+        }
+        Some(Err(status)) => return Err(status),
+        None => {
+            return Err(Status::invalid_argument(
+                "Exec stream closed before `start`",
+            ));
+        }
+    };
+    let program = program(&start);
+    let (tx, rx) = mpsc::channel(OUTPUT_QUEUE);
+    let shared_for_guard = Arc::clone(&shared);
+    match start.pty {
+        Some(pty_request) => {
+            let size = pty_request.size.unwrap_or_default();
+            let pty = pty::open(
+                pty::winsize(size.cols, size.rows, size.width_px, size.height_px),
+                &pty_request.modes,
+            )
+            .map_err(|e| Status::internal(format!("cannot open a PTY: {e}")))?;
+            let mut program = program;
+            program.term = Some(if pty_request.term.is_empty() {
+                "xterm".to_owned()
+            } else {
+                pty_request.term
+            });
+            let process = spawn::spawn(
+                &shared.reaper,
+                &shared.account,
+                &program,
+                Streams::Pty(pty.slave),
+            )
+            .map_err(spawn_status)?;
+            tracing::info!(pid = process.pid, pty = true, command = ?program.command, "exec started");
+            send(
+                &tx,
+                exec_output::Output::Started(Started {
+                    pid: pid_u32(process.pid),
+                }),
+            )
+            .await;
+            let guard = shared_for_guard.track(process.pid);
+            tokio::spawn(async move {
+                run_pty(shared, process.pid, process.exit, pty.master, input, tx).await;
+                drop(guard);
+            });
+        }
+        None => {
+            let process = spawn::spawn(&shared.reaper, &shared.account, &program, Streams::Pipes)
+                .map_err(spawn_status)?;
+            let Some((stdin, stdout, stderr)) = process.pipes else {
+                return Err(Status::internal("process started without pipes"));
+            };
+            tracing::info!(pid = process.pid, pty = false, command = ?program.command, "exec started");
+            send(
+                &tx,
+                exec_output::Output::Started(Started {
+                    pid: pid_u32(process.pid),
+                }),
+            )
+            .await;
+            let guard = shared_for_guard.track(process.pid);
+            tokio::spawn(async move {
+                run_pipes(
+                    shared,
+                    process.pid,
+                    process.exit,
+                    [stdin, stdout, stderr],
+                    input,
+                    tx,
+                )
+                .await;
+                drop(guard);
+            });
+        }
+    }
+    Ok(rx)
+}
+
+fn program(start: &ExecStart) -> Program {
+    Program {
+        command: (!start.command.is_empty()).then(|| start.command.clone()),
+        env: start
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        working_dir: (!start.working_dir.is_empty()).then(|| PathBuf::from(&start.working_dir)),
+        term: None,
+        executable: None,
+    }
+}
+
+fn spawn_status(error: spawn::SpawnError) -> Status {
+    match error {
+        spawn::SpawnError::EnvName(_) | spawn::SpawnError::Path(_) => {
+            Status::invalid_argument(error.to_string())
+        }
+        spawn::SpawnError::CannotSwitchUser { .. } => Status::permission_denied(error.to_string()),
+        spawn::SpawnError::Start { .. } => Status::failed_precondition(error.to_string()),
+    }
+}
+
+fn pid_u32(pid: i32) -> u32 {
+    u32::try_from(pid).unwrap_or_default()
+}
+
+async fn send(tx: &OutputSender, output: exec_output::Output) -> bool {
+    tx.send(Ok(ExecOutput {
+        output: Some(output),
+    }))
+    .await
+    .is_ok()
+}
+
+fn exit_output(exit: Exit) -> exec_output::Output {
+    exec_output::Output::Exit(ExitStatus {
+        status: Some(match exit {
+            Exit::Code(code) => exit_status::Status::Code(code),
+            Exit::Signal {
+                signal,
+                core_dumped,
+            } => exit_status::Status::Signal(Signaled {
+                name: signals::name_of(signal),
+                core_dumped,
+            }),
+        }),
+    })
+}
+
+/// What the client asked for, after `start`.
+enum Control {
+    Stdin(Vec<u8>),
+    Eof,
+    Resize(nix::pty::Winsize),
+    Signal(Signal),
+    /// The client will send nothing more (its stream ended normally).
+    Closed,
+    /// The client went away (the stream failed or was cancelled).
+    Gone,
+}
+
+/// Turns the input stream into controls; unknown signals are ignored like sshd does.
+async fn next_control(input: &mut Streaming<ExecInput>) -> Control {
+    loop {
+        let message = match input.next().await {
+            Some(Ok(message)) => message,
+            Some(Err(_)) => return Control::Gone,
+            None => return Control::Closed,
+        };
+        match message.input {
+            Some(exec_input::Input::Stdin(bytes)) => return Control::Stdin(bytes),
+            Some(exec_input::Input::StdinEof(_)) => return Control::Eof,
+            Some(exec_input::Input::Resize(size)) => {
+                return Control::Resize(pty::winsize(
+                    size.cols,
+                    size.rows,
+                    size.width_px,
+                    size.height_px,
+                ));
+            }
+            Some(exec_input::Input::Signal(name)) => match signals::from_name(&name) {
+                Some(signal) => return Control::Signal(signal),
+                None => tracing::info!(signal = %name, "ignoring an unknown signal"),
+            },
+            Some(exec_input::Input::Start(_)) | None => {
+                tracing::info!("ignoring a second `start`");
+            }
+        }
+    }
+}
+
+/// Ends a process group whose client is gone: HUP, then KILL after a grace period.
+async fn hang_up(pid: i32, grace: Duration, exited: &mut oneshot::Receiver<Exit>) {
+    let group = Pid::from_raw(pid);
+    let _ = killpg(group, Signal::SIGHUP);
+    if tokio::time::timeout(grace, &mut *exited).await.is_err() {
+        let _ = killpg(group, Signal::SIGKILL);
+    }
+}
+
+async fn run_pipes(
+    shared: Arc<Shared>,
+    pid: i32,
+    mut exit: oneshot::Receiver<Exit>,
+    [stdin, stdout, stderr]: [OwnedFd; 3],
+    mut input: Streaming<ExecInput>,
+    tx: OutputSender,
+) {
+    let (stdin, stdout, stderr) = match (
+        pipe::Sender::from_owned_fd(stdin),
+        pipe::Receiver::from_owned_fd(stdout),
+        pipe::Receiver::from_owned_fd(stderr),
+    ) {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+        _ => {
+            let _ = tx
+                .send(Err(Status::internal("cannot use the process's pipes")))
+                .await;
+            hang_up(pid, shared.config.kill_grace, &mut exit).await;
+            return;
+        }
+    };
+    let out = tokio::spawn(pump_pipe(stdout, tx.clone(), exec_output::Output::Stdout));
+    let err = tokio::spawn(pump_pipe(stderr, tx.clone(), exec_output::Output::Stderr));
+
+    // Input: forwarded until EOF; after the process exits it no longer matters.
+    let mut stdin = Some(stdin);
+    let mut input_open = true;
+    let status = loop {
+        tokio::select! {
+            status = &mut exit => break status.ok(),
+            control = next_control(&mut input), if input_open => match control {
+                Control::Stdin(bytes) => {
+                    if let Some(pipe) = &mut stdin
+                        && pipe.write_all(&bytes).await.is_err()
+                    {
+                        // The process closed its stdin: drop the rest, as a pipe would.
+                        stdin = None;
+                    }
+                }
+                Control::Eof => stdin = None,
+                Control::Closed => {
+                    stdin = None;
+                    input_open = false;
+                }
+                Control::Resize(_) => {}
+                Control::Signal(signal) => {
+                    let _ = killpg(Pid::from_raw(pid), signal);
+                }
+                Control::Gone => {
+                    hang_up(pid, shared.config.kill_grace, &mut exit).await;
+                    return;
+                }
+            },
+        }
+    };
+    drop(stdin);
+    // Output the process wrote before exiting is delivered before its status.
+    let _ = out.await;
+    let _ = err.await;
+    if let Some(status) = status {
+        tracing::info!(pid, ?status, "exec ended");
+        send(&tx, exit_output(status)).await;
+    }
+}
+
+async fn pump_pipe(
+    mut pipe: pipe::Receiver,
+    tx: OutputSender,
+    wrap: fn(Vec<u8>) -> exec_output::Output,
+) {
+    let mut buf = vec![0; CHUNK];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if !send(&tx, wrap(buf[..n].to_vec())).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn run_pty(
+    shared: Arc<Shared>,
+    pid: i32,
+    mut exit: oneshot::Receiver<Exit>,
+    master: PtyMaster,
+    mut input: Streaming<ExecInput>,
+    tx: OutputSender,
+) {
+    let master = Arc::new(master);
+    let (exited_tx, exited_rx) = oneshot::channel::<()>();
+    let out = tokio::spawn(pump_pty(Arc::clone(&master), tx.clone(), exited_rx));
+    let mut input_open = true;
+    let status = loop {
+        tokio::select! {
+            status = &mut exit => break status.ok(),
+            control = next_control(&mut input), if input_open => match control {
+                Control::Stdin(bytes) => {
+                    // A failed write means the terminal is closing; the exit follows.
+                    let _ = master.write_all(&bytes).await;
+                }
+                Control::Eof => {
+                    let _ = master.send_eof().await;
+                }
+                Control::Closed => input_open = false,
+                Control::Resize(size) => {
+                    let _ = master.resize(size);
+                }
+                Control::Signal(signal) => {
+                    let group = master.foreground_group().unwrap_or(Pid::from_raw(pid));
+                    let _ = killpg(group, signal);
+                }
+                Control::Gone => {
+                    hang_up(pid, shared.config.kill_grace, &mut exit).await;
+                    return;
+                }
+            },
+        }
+    };
+    let _ = exited_tx.send(());
+    let _ = out.await;
+    if let Some(status) = status {
+        tracing::info!(pid, ?status, "exec ended");
+        send(&tx, exit_output(status)).await;
+    }
+}
+
+/// Copies terminal output to the client until the terminal closes, or, once the process has
+/// exited, until nothing more is buffered (a background job may keep the terminal open).
+async fn pump_pty(master: Arc<PtyMaster>, tx: OutputSender, mut exited: oneshot::Receiver<()>) {
+    let mut buf = vec![0; CHUNK];
+    loop {
+        let read = tokio::select! {
+            biased;
+            read = master.read(&mut buf) => read,
+            _ = &mut exited => {
+                // Drain what is already there, then stop.
+                while let Ok(Some(n)) = master.read_now(&mut buf) {
+                    if n == 0 || !send(&tx, exec_output::Output::Stdout(buf[..n].to_vec())).await {
+                        return;
+                    }
+                }
+                return;
+            }
+        };
+        match read {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if !send(&tx, exec_output::Output::Stdout(buf[..n].to_vec())).await {
+                    return;
+                }
+            }
+        }
+    }
+}

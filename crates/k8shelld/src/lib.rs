@@ -1,0 +1,299 @@
+//! k8shelld: the daemon inside every workspace.
+//!
+//! It serves `k8shell.k8shelld.v1.Workspace` on a Unix socket (local runtime) or on TCP with mTLS
+//! (Kubernetes): commands and shells as the workspace user with or without a PTY, TCP
+//! forwarding from inside the workspace, and workspace information. Every call needs a session
+//! token for this workspace.
+
+mod auth;
+mod config;
+mod exec;
+mod forward;
+mod info;
+mod pty;
+mod reaper;
+mod signals;
+mod spawn;
+mod users;
+
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use k8shell_common::grpc::{caller_service, mtls_incoming};
+use k8shell_common::shutdown::Shutdown;
+use k8shell_common::tls::ReloadingTls;
+use k8shell_proto::k8shelld::v1::workspace_server::{Workspace, WorkspaceServer};
+use k8shell_proto::k8shelld::v1::{
+    ExecInput, ExecOutput, ForwardInput, ForwardOutput, InfoRequest, InfoResponse, SftpData,
+};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+pub use auth::{ALLOWED_CALLERS, TokenAuth};
+pub use config::{Config, TcpConfig};
+pub use users::{Account, lookup as lookup_account};
+
+/// Errors that stop k8shelld.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Account(#[from] users::AccountError),
+    #[error(transparent)]
+    Jwks(#[from] auth::JwksError),
+    #[error("listener {what}: {source}")]
+    Listen {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] k8shell_common::tls::TlsError),
+    #[error(transparent)]
+    Grpc(#[from] k8shell_common::grpc::GrpcError),
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// State shared by every call.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Config,
+    pub account: Account,
+    reaper: reaper::Reaper,
+    /// Process groups of running execs, ended when k8shelld stops.
+    sessions: Mutex<HashSet<i32>>,
+}
+
+impl Shared {
+    pub(crate) fn track(self: &Arc<Self>, pid: i32) -> SessionGuard {
+        self.lock_sessions().insert(pid);
+        SessionGuard {
+            shared: Arc::clone(self),
+            pid,
+        }
+    }
+
+    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashSet<i32>> {
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Removes a session's process group from the live set when the exec ends.
+#[derive(Debug)]
+pub(crate) struct SessionGuard {
+    shared: Arc<Shared>,
+    pid: i32,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.shared.lock_sessions().remove(&self.pid);
+    }
+}
+
+/// Where k8shelld listens, already bound (tests bind port 0 or a temp socket).
+#[derive(Debug)]
+pub enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpListener, Arc<ReloadingTls>),
+}
+
+/// Binds the listener the config names and serves until `shutdown`.
+pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), Error> {
+    config.validate().map_err(Error::Config)?;
+    let listener = match (&config.unix_socket, &config.tcp) {
+        (Some(path), _) => {
+            // A socket left by a previous run would make bind fail.
+            let _ = std::fs::remove_file(path);
+            let listener = UnixListener::bind(path).map_err(|source| Error::Listen {
+                what: path.display().to_string(),
+                source,
+            })?;
+            restrict_socket(path)?;
+            Listener::Unix(listener)
+        }
+        (None, Some(tcp)) => {
+            let tls = ReloadingTls::load(tcp.tls.clone())?;
+            tls.watch(std::time::Duration::from_secs(10), shutdown.token());
+            let listener = TcpListener::bind(tcp.listen)
+                .await
+                .map_err(|source| Error::Listen {
+                    what: tcp.listen.to_string(),
+                    source,
+                })?;
+            Listener::Tcp(listener, tls)
+        }
+        (None, None) => return Err(Error::Config("no listener".to_owned())),
+    };
+    serve(config, listener, shutdown).await
+}
+
+fn restrict_socket(path: &std::path::Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        Error::Listen {
+            what: path.display().to_string(),
+            source,
+        }
+    })
+}
+
+/// Serves on `listener` until `shutdown`, then ends the remaining sessions.
+pub async fn serve(config: Config, listener: Listener, shutdown: Shutdown) -> Result<(), Error> {
+    let account = users::lookup(&config.user, &config.passwd_file, &config.group_file)?;
+    let auth = Arc::new(TokenAuth::load(
+        config.jwks_file.clone(),
+        config.audience.clone(),
+        config.workspace_id,
+    )?);
+    let reaper = reaper::Reaper::start().map_err(|source| Error::Listen {
+        what: "SIGCHLD".to_owned(),
+        source,
+    })?;
+    if reaper::is_pid1() {
+        tracing::info!("running as PID 1: reaping orphans and ending sessions on SIGTERM");
+    }
+    let shared = Arc::new(Shared {
+        config,
+        account,
+        reaper,
+        sessions: Mutex::default(),
+    });
+    let (health_reporter, health) = k8shell_proto::health::server::health_reporter();
+    health_reporter
+        .set_serving::<WorkspaceServer<WorkspaceService>>()
+        .await;
+    let service = WorkspaceService {
+        shared: Arc::clone(&shared),
+    };
+    let stop = shutdown.token();
+    // Graceful shutdown waits for open streams, so sessions must be ended alongside it.
+    let ender = {
+        let shared = Arc::clone(&shared);
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            end_sessions(&shared).await;
+        })
+    };
+    tracing::info!(
+        workspace = %shared.config.workspace_id,
+        user = %shared.account.name,
+        uid = shared.account.uid,
+        "k8shelld ready"
+    );
+    match listener {
+        Listener::Unix(listener) => {
+            let check = Arc::clone(&auth);
+            let guarded = WorkspaceServer::with_interceptor(service, move |r| check.check(r));
+            let incoming = futures_util::stream::unfold(listener, |listener| async move {
+                let accepted = listener.accept().await.map(|(stream, _)| stream);
+                Some((accepted, listener))
+            });
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .add_service(guarded)
+                .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned())
+                .await?;
+        }
+        Listener::Tcp(listener, tls) => {
+            let check = Arc::clone(&auth);
+            let guarded = WorkspaceServer::with_interceptor(service, move |r: Request<()>| {
+                let caller = caller_service(&r)?;
+                if !ALLOWED_CALLERS.contains(&caller.as_str()) {
+                    return Err(Status::permission_denied(format!(
+                        "service `{caller}` may not call k8shelld"
+                    )));
+                }
+                check.check(r)
+            });
+            let incoming = mtls_incoming(listener, &tls, stop.clone())?;
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .add_service(guarded)
+                .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned())
+                .await?;
+        }
+    }
+    let _ = ender.await;
+    Ok(())
+}
+
+/// SIGTERM to every session's process group, SIGKILL to those still there after the grace.
+async fn end_sessions(shared: &Arc<Shared>) {
+    let groups: Vec<i32> = shared.lock_sessions().iter().copied().collect();
+    if groups.is_empty() {
+        return;
+    }
+    tracing::info!(sessions = groups.len(), "ending sessions");
+    for pid in &groups {
+        let _ = killpg(Pid::from_raw(*pid), Signal::SIGTERM);
+    }
+    let deadline = tokio::time::Instant::now() + shared.config.kill_grace;
+    while !shared.lock_sessions().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for pid in shared.lock_sessions().iter() {
+        let _ = killpg(Pid::from_raw(*pid), Signal::SIGKILL);
+    }
+}
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub struct WorkspaceService {
+    shared: Arc<Shared>,
+}
+
+/// A bounded channel as a response stream.
+#[derive(Debug)]
+pub struct ChannelStream<T>(mpsc::Receiver<T>);
+
+impl<T> futures_util::Stream for ChannelStream<T> {
+    type Item = T;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+#[tonic::async_trait]
+impl Workspace for WorkspaceService {
+    type ExecStream = ChannelStream<Result<ExecOutput, Status>>;
+    type ForwardStream = ChannelStream<Result<ForwardOutput, Status>>;
+    type SftpStream = ChannelStream<Result<SftpData, Status>>;
+
+    async fn exec(
+        &self,
+        request: Request<Streaming<ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        let rx = exec::exec(Arc::clone(&self.shared), request.into_inner()).await?;
+        Ok(Response::new(ChannelStream(rx)))
+    }
+
+    async fn forward(
+        &self,
+        request: Request<Streaming<ForwardInput>>,
+    ) -> Result<Response<Self::ForwardStream>, Status> {
+        let rx = forward::forward(Arc::clone(&self.shared), request.into_inner()).await?;
+        Ok(Response::new(ChannelStream(rx)))
+    }
+
+    async fn sftp(
+        &self,
+        _request: Request<Streaming<SftpData>>,
+    ) -> Result<Response<Self::SftpStream>, Status> {
+        Err(Status::unimplemented(
+            "SFTP is not served by this k8shelld yet",
+        ))
+    }
+
+    async fn info(&self, _request: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        Ok(Response::new(info::info(&self.shared)))
+    }
+}

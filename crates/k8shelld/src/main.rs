@@ -1,0 +1,23 @@
+//! `k8shelld [--config PATH]`: the daemon inside a workspace.
+
+use anyhow::Context as _;
+use k8shell_common::config::ConfigLoader;
+use k8shell_common::shutdown::Shutdown;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    k8shell_common::tls::install_crypto_provider();
+    let config: k8shell_k8shelld::Config = ConfigLoader::new("k8shelld")
+        .file_from_args(std::env::args_os())
+        .process_env()
+        .load()?;
+    config
+        .validate()
+        .map_err(anyhow::Error::msg)
+        .context("invalid configuration")?;
+    let _telemetry = k8shell_common::telemetry::init("k8shelld", &config.telemetry)?;
+    let shutdown = Shutdown::new();
+    shutdown.listen_for_signals(config.kill_grace + std::time::Duration::from_secs(5))?;
+    k8shell_k8shelld::run(config, shutdown).await?;
+    Ok(())
+}
