@@ -39,6 +39,9 @@ pub struct Config {
     /// Between SIGHUP/SIGTERM and SIGKILL when a session ends or k8shelld stops.
     #[serde(default = "default_kill_grace", with = "humantime_serde")]
     pub kill_grace: Duration,
+    /// The k8shelld binary started (as the user) for each SFTP stream; default: this binary.
+    #[serde(default)]
+    pub sftp_server: Option<PathBuf>,
     /// Logging.
     #[serde(default)]
     pub telemetry: TelemetryConfig,

@@ -2,7 +2,7 @@
 //!
 //! It serves `k8shell.k8shelld.v1.Workspace` on a Unix socket (local runtime) or on TCP with mTLS
 //! (Kubernetes): commands and shells as the workspace user with or without a PTY, TCP
-//! forwarding from inside the workspace, and workspace information. Every call needs a session
+//! forwarding from inside the workspace, SFTP, and workspace information. Every call needs a session
 //! token for this workspace.
 
 mod auth;
@@ -12,6 +12,7 @@ mod forward;
 mod info;
 mod pty;
 mod reaper;
+pub mod sftp;
 mod signals;
 mod spawn;
 mod users;
@@ -286,11 +287,10 @@ impl Workspace for WorkspaceService {
 
     async fn sftp(
         &self,
-        _request: Request<Streaming<SftpData>>,
+        request: Request<Streaming<SftpData>>,
     ) -> Result<Response<Self::SftpStream>, Status> {
-        Err(Status::unimplemented(
-            "SFTP is not served by this k8shelld yet",
-        ))
+        let rx = sftp::sftp(Arc::clone(&self.shared), request.into_inner()).await?;
+        Ok(Response::new(ChannelStream(rx)))
     }
 
     async fn info(&self, _request: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {

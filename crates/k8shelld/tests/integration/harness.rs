@@ -73,6 +73,7 @@ pub fn config(dir: &Path, workspace: Uuid, user: &TestUser) -> Config {
         group_file: dir.join("group"),
         connect_timeout: Duration::from_secs(2),
         kill_grace: Duration::from_secs(2),
+        sftp_server: Some(PathBuf::from(env!("CARGO_BIN_EXE_k8shelld"))),
         telemetry: Default::default(),
     }
 }

@@ -8,3 +8,4 @@ mod exec_pipes;
 mod exec_pty;
 mod forward;
 mod resources;
+mod sftp;
