@@ -197,11 +197,11 @@ pub async fn serve(config: Config, listener: Listener, shutdown: Shutdown) -> Re
                 let accepted = listener.accept().await.map(|(stream, _)| stream);
                 Some((accepted, listener))
             });
-            tonic::transport::Server::builder()
+            let server = tonic::transport::Server::builder()
                 .add_service(health)
                 .add_service(guarded)
-                .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned())
-                .await?;
+                .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
+            until_sessions_end(server, ender).await?;
         }
         Listener::Tcp(listener, tls) => {
             let check = Arc::clone(&auth);
@@ -215,14 +215,34 @@ pub async fn serve(config: Config, listener: Listener, shutdown: Shutdown) -> Re
                 check.check(r)
             });
             let incoming = mtls_incoming(listener, &tls, stop.clone())?;
-            tonic::transport::Server::builder()
+            let server = tonic::transport::Server::builder()
                 .add_service(health)
                 .add_service(guarded)
-                .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned())
-                .await?;
+                .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
+            until_sessions_end(server, ender).await?;
         }
     }
-    let _ = ender.await;
+    tracing::info!("k8shelld stopped");
+    Ok(())
+}
+
+/// Time for the last messages (exit statuses) to reach clients after the sessions ended.
+const FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs the server until it stops by itself, or until shutdown has ended every session and the
+/// last messages had time to leave: clients that keep idle connections open do not hold
+/// k8shelld (and with it the workspace) up.
+async fn until_sessions_end(
+    server: impl std::future::Future<Output = Result<(), tonic::transport::Error>>,
+    ender: tokio::task::JoinHandle<()>,
+) -> Result<(), Error> {
+    tokio::select! {
+        result = server => result?,
+        _ = async {
+            let _ = ender.await;
+            tokio::time::sleep(FLUSH_GRACE).await;
+        } => tracing::info!("sessions ended; closing the remaining connections"),
+    }
     Ok(())
 }
 

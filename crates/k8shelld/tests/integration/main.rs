@@ -4,6 +4,7 @@
 mod harness;
 
 mod access;
+mod container;
 mod exec_pipes;
 mod exec_pty;
 mod forward;
