@@ -40,6 +40,7 @@ pub struct Config {
     #[serde(default = "default_kill_grace", with = "humantime_serde")]
     pub kill_grace: Duration,
     /// The k8shelld binary started (as the user) for each SFTP stream; default: this binary.
+    /// The workspace user must be able to execute it.
     #[serde(default)]
     pub sftp_server: Option<PathBuf>,
     /// Logging.

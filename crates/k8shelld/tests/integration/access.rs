@@ -170,3 +170,23 @@ async fn over_tcp_only_allowed_services_with_ca_certificates_get_in() {
     shutdown.trigger();
     server.await.unwrap();
 }
+
+#[tokio::test]
+async fn health_answers_without_a_token() {
+    use k8shell_proto::health::pb::HealthCheckRequest;
+    use k8shell_proto::health::pb::health_client::HealthClient;
+    let daemon = Daemon::start().await;
+    let channel = harness::unix_channel(&daemon.socket).await;
+    let status = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: "k8shell.k8shelld.v1.Workspace".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        k8shell_proto::health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+}

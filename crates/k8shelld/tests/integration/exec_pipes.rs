@@ -120,3 +120,40 @@ async fn a_bad_first_message_is_refused() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("`start`"), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_holds_the_writer_back() {
+    let daemon = Daemon::start().await;
+    let mut client = daemon.client().await;
+    const TOTAL: usize = 256 << 20;
+    let mut exec = Exec::open(
+        &mut client,
+        start(&format!("exec head -c {TOTAL} /dev/zero")),
+    )
+    .await
+    .unwrap();
+    // We read nothing: the producer must end up blocked writing into its pipe, not buffered
+    // away into memory.
+    let wchan = format!("/proc/{}/wchan", exec.pid);
+    let mut polls = 0;
+    loop {
+        let state = std::fs::read_to_string(&wchan).unwrap_or_default();
+        if state.contains("pipe_write") {
+            break;
+        }
+        polls += 1;
+        assert!(polls < 3000, "the producer never blocked (wchan {state:?})");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let mut received = 0;
+    loop {
+        match exec.output.message().await.unwrap().unwrap().output {
+            Some(k8shell_proto::k8shelld::v1::exec_output::Output::Stdout(bytes)) => {
+                received += bytes.len()
+            }
+            Some(k8shell_proto::k8shelld::v1::exec_output::Output::Exit(_)) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(received, TOTAL, "everything arrives once the reader reads");
+}

@@ -73,7 +73,7 @@ pub fn config(dir: &Path, workspace: Uuid, user: &TestUser) -> Config {
         group_file: dir.join("group"),
         connect_timeout: Duration::from_secs(2),
         kill_grace: Duration::from_secs(2),
-        sftp_server: Some(PathBuf::from(env!("CARGO_BIN_EXE_k8shelld"))),
+        sftp_server: Some(dir.join("k8shelld")),
         telemetry: Default::default(),
     }
 }
@@ -122,6 +122,13 @@ pub fn prepare() -> (tempfile::TempDir, Uuid, JwtSigner, TestUser) {
         ),
     )
     .unwrap();
+    // The SFTP helper runs as the workspace user, who must be able to reach the binary (the
+    // build directory may be below a private home, such as /root).
+    let helper = dir.path().join("k8shelld");
+    let built = Path::new(env!("CARGO_BIN_EXE_k8shelld"));
+    if std::fs::hard_link(built, &helper).is_err() {
+        std::fs::copy(built, &helper).unwrap();
+    }
     let (signer, _) = JwtSigner::generate("test-key").unwrap();
     let jwks = Jwks {
         keys: vec![signer.jwk()],
