@@ -6,7 +6,7 @@
 //! - [`tls`]: mTLS with reloading certificates and a local CA; [`grpc`]: tonic over it;
 //! - [`db`]: Postgres pool and per-service-schema migrations;
 //! - [`events`]: typed NATS events, durable outbox, durable consumers;
-//! - [`jwt`]: Ed25519 session tokens and JWKS;
+//! - [`jwt`], [`jwks`]: Ed25519 session tokens and the keys that verify them;
 //! - [`ids`], [`clock`]: UUIDv7 and UTC time.
 
 pub mod clock;
@@ -15,6 +15,7 @@ pub mod db;
 pub mod events;
 pub mod grpc;
 pub mod ids;
+pub mod jwks;
 pub mod jwt;
 pub mod shutdown;
 pub mod telemetry;

@@ -159,7 +159,7 @@ async fn main() {
     std::fs::write(
         dir.path().join("k8shelld.toml"),
         format!(
-            "workspace_id = \"{workspace}\"\nuser = \"{user}\"\nunix_socket = {:?}\njwks_file = {:?}\n[telemetry]\nfilter = \"warn\"\n",
+            "workspace_id = \"{workspace}\"\nuser = \"{user}\"\nunix_socket = {:?}\n[jwks]\nfile = {:?}\n[telemetry]\nfilter = \"warn\"\n",
             socket.display().to_string(),
             dir.path().join("jwks.json").display().to_string()
         ),

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use k8shell_common::jwks::JwksConfig;
 use k8shell_common::telemetry::TelemetryConfig;
 use k8shell_common::tls::TlsFiles;
 use serde::Deserialize;
@@ -23,8 +24,8 @@ pub struct Config {
     /// TCP with mTLS (Kubernetes). Exactly one of `unix_socket` and `tcp`.
     #[serde(default)]
     pub tcp: Option<TcpConfig>,
-    /// JWKS whose keys sign session tokens (written by the runtime from identity's JWKS).
-    pub jwks_file: PathBuf,
+    /// The keys that sign session tokens: identity's JWKS, as a file or a URL.
+    pub jwks: JwksConfig,
     /// The `aud` claim session tokens must carry.
     #[serde(default = "default_audience")]
     pub audience: String,

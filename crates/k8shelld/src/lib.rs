@@ -47,7 +47,7 @@ pub enum Error {
     #[error(transparent)]
     Account(#[from] users::AccountError),
     #[error(transparent)]
-    Jwks(#[from] auth::JwksError),
+    Jwks(#[from] k8shell_common::jwks::JwksError),
     #[error("listener {what}: {source}")]
     Listen {
         what: String,
@@ -148,11 +148,13 @@ fn restrict_socket(path: &std::path::Path) -> Result<(), Error> {
 /// Serves on `listener` until `shutdown`, then ends the remaining sessions.
 pub async fn serve(config: Config, listener: Listener, shutdown: Shutdown) -> Result<(), Error> {
     let account = users::lookup(&config.user, &config.passwd_file, &config.group_file)?;
-    let auth = Arc::new(TokenAuth::load(
-        config.jwks_file.clone(),
+    let keys = k8shell_common::jwks::JwksCache::load(config.jwks.clone()).await?;
+    keys.spawn_refresher(shutdown.token());
+    let auth = Arc::new(TokenAuth::new(
+        keys,
         config.audience.clone(),
         config.workspace_id,
-    )?);
+    ));
     let reaper = reaper::Reaper::start().map_err(|source| Error::Listen {
         what: "SIGCHLD".to_owned(),
         source,

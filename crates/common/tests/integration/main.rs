@@ -4,6 +4,7 @@
 mod config;
 mod db;
 mod events;
+mod jwks;
 mod shutdown;
 mod telemetry;
 mod tls;

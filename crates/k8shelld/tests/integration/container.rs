@@ -12,6 +12,10 @@ use nix::unistd::Pid;
 
 use crate::harness::{self, Ended, Exec, run, start, unix_channel, with_token};
 
+const BUILD_STATIC: &str = "build it with\n\n    \
+    RUSTFLAGS='-C target-feature=+crt-static' cargo build --target x86_64-unknown-linux-gnu -p k8shell-k8shelld --bin k8shelld\n\n\
+    (scripts/test does)";
+
 /// The statically linked k8shelld, built by scripts/test next to the normal build.
 fn static_k8shelld() -> PathBuf {
     let dynamic = Path::new(env!("CARGO_BIN_EXE_k8shelld"));
@@ -23,8 +27,13 @@ fn static_k8shelld() -> PathBuf {
         .join("k8shelld");
     assert!(
         path.exists(),
-        "the static k8shelld is missing at {}; build it with\n\n    \
-         RUSTFLAGS='-C target-feature=+crt-static' cargo build --target x86_64-unknown-linux-gnu -p k8shell-k8shelld --bin k8shelld\n\n(scripts/test does)",
+        "the static k8shelld is missing at {}; {BUILD_STATIC}",
+        path.display()
+    );
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).unwrap();
+    assert!(
+        modified(&path) >= modified(dynamic),
+        "the static k8shelld at {} is older than the current build; {BUILD_STATIC}",
         path.display()
     );
     path
@@ -104,7 +113,7 @@ impl Container {
             rootfs.join("etc/k8shelld.toml"),
             format!(
                 "workspace_id = \"{workspace}\"\nuser = \"dev\"\nunix_socket = \"/run/k8shelld.sock\"\n\
-                 jwks_file = \"/etc/jwks.json\"\nkill_grace = \"3s\"\n"
+                 kill_grace = \"3s\"\n[jwks]\nfile = \"/etc/jwks.json\"\n"
             ),
         )
         .unwrap();

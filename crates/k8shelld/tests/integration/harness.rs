@@ -67,7 +67,7 @@ pub fn config(dir: &Path, workspace: Uuid, user: &TestUser) -> Config {
         user: user.name.clone(),
         unix_socket: Some(dir.join("k8shelld.sock")),
         tcp: None,
-        jwks_file: dir.join("jwks.json"),
+        jwks: k8shell_common::jwks::JwksConfig::file(dir.join("jwks.json")),
         audience: "k8shelld".to_owned(),
         passwd_file: dir.join("passwd"),
         group_file: dir.join("group"),

@@ -1,0 +1,290 @@
+//! The keys that verify session tokens, from a JWKS file or URL, refreshed when they rotate.
+//!
+//! Identity publishes a new key before it signs with it; verifiers refresh periodically and as
+//! soon as a token names a key they do not know yet.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http_body_util::{BodyExt as _, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use rustls_pki_types::pem::PemObject as _;
+use serde::Deserialize;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::jwt::{JwtError, JwtVerifier, SessionClaims};
+
+/// A JWKS is re-read at most this often when tokens name unknown keys.
+const REFRESH_AT_MOST_EVERY: Duration = Duration::from_secs(1);
+/// Upper bound of a JWKS document.
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
+
+/// Where the keys come from. Exactly one of `file` and `url`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwksConfig {
+    /// A JWKS file (written by the runtime or a config manager).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// `https://identity:7001/.well-known/jwks.json` (or `http://` on loopback).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// CA certificates that sign the URL's server certificate (required for https).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// How often the keys are re-read even when no token asks for it.
+    #[serde(default = "default_refresh", with = "humantime_serde")]
+    pub refresh_every: Duration,
+}
+
+fn default_refresh() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl JwksConfig {
+    /// Keys from a file.
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        Self {
+            file: Some(path.into()),
+            url: None,
+            ca_file: None,
+            refresh_every: default_refresh(),
+        }
+    }
+
+    /// Keys from a URL.
+    pub fn url(url: impl Into<String>, ca_file: Option<PathBuf>) -> Self {
+        Self {
+            file: None,
+            url: Some(url.into()),
+            ca_file,
+            refresh_every: default_refresh(),
+        }
+    }
+}
+
+/// Why keys could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    #[error("JWKS: set exactly one of `file` and `url`")]
+    Source,
+    #[error("JWKS {source_name}: {message}")]
+    Load {
+        source_name: String,
+        message: String,
+    },
+}
+
+/// The current verifier, kept fresh.
+#[derive(Debug)]
+pub struct JwksCache {
+    config: JwksConfig,
+    verifier: ArcSwap<JwtVerifier>,
+    last_refresh: Mutex<Instant>,
+    wanted: Notify,
+}
+
+impl JwksCache {
+    /// Loads the keys once; fails if they cannot be had now.
+    pub async fn load(config: JwksConfig) -> Result<Arc<Self>, JwksError> {
+        if config.file.is_some() == config.url.is_some() {
+            return Err(JwksError::Source);
+        }
+        let verifier = fetch(&config).await?;
+        Ok(Arc::new(Self {
+            config,
+            verifier: ArcSwap::from_pointee(verifier),
+            last_refresh: Mutex::new(Instant::now()),
+            wanted: Notify::new(),
+        }))
+    }
+
+    /// Refreshes every `refresh_every`, and soon after a token names an unknown key.
+    pub fn spawn_refresher(
+        self: &Arc<Self>,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(this.config.refresh_every) => {}
+                    _ = this.wanted.notified() => {}
+                }
+                match fetch(&this.config).await {
+                    Ok(verifier) => this.verifier.store(Arc::new(verifier)),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot refresh the JWKS; keeping the current keys")
+                    }
+                }
+            }
+        })
+    }
+
+    /// Verifies a session token. A token signed by an unknown key triggers a refresh: at once
+    /// for a file, in the background for a URL (the caller's next attempt then succeeds).
+    pub fn verify_session(
+        &self,
+        token: &str,
+        audience: &str,
+        workspace: Uuid,
+        now: i64,
+    ) -> Result<SessionClaims, JwtError> {
+        let result = self
+            .verifier
+            .load()
+            .verify_session(token, audience, workspace, now);
+        let Err(JwtError::UnknownKey(_)) = &result else {
+            return result;
+        };
+        if !self.refresh_allowed() {
+            return result;
+        }
+        match &self.config.file {
+            Some(path) => {
+                match read_file(path) {
+                    Ok(verifier) => self.verifier.store(Arc::new(verifier)),
+                    Err(error) => tracing::warn!(%error, "cannot reload the JWKS file"),
+                }
+                self.verifier
+                    .load()
+                    .verify_session(token, audience, workspace, now)
+            }
+            None => {
+                self.wanted.notify_one();
+                result
+            }
+        }
+    }
+
+    fn refresh_allowed(&self) -> bool {
+        let mut last = self
+            .last_refresh
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if last.elapsed() >= REFRESH_AT_MOST_EVERY {
+            *last = Instant::now();
+            true
+        } else {
+            false
+        }
+    }
+}
+
+async fn fetch(config: &JwksConfig) -> Result<JwtVerifier, JwksError> {
+    match (&config.file, &config.url) {
+        (Some(path), None) => read_file(path),
+        (None, Some(url)) => {
+            let text = get(url, config.ca_file.as_deref())
+                .await
+                .map_err(|message| JwksError::Load {
+                    source_name: url.clone(),
+                    message,
+                })?;
+            JwtVerifier::from_jwks_json(&text).map_err(|e| JwksError::Load {
+                source_name: url.clone(),
+                message: e.to_string(),
+            })
+        }
+        _ => Err(JwksError::Source),
+    }
+}
+
+fn read_file(path: &Path) -> Result<JwtVerifier, JwksError> {
+    let load_error = |message: String| JwksError::Load {
+        source_name: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| load_error(e.to_string()))?;
+    JwtVerifier::from_jwks_json(&text).map_err(|e| load_error(e.to_string()))
+}
+
+/// A plain HTTP/1.1 GET of a small document (`http://` or `https://` with `ca_file`).
+async fn get(url: &str, ca_file: Option<&Path>) -> Result<String, String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("invalid URL: {e}"))?;
+    let host = uri.host().ok_or("URL without a host")?.to_owned();
+    let https = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err("URL must start with http:// or https://".to_owned()),
+    };
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let path = uri
+        .path_and_query()
+        .map_or("/".to_owned(), |p| p.as_str().to_owned());
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, host.clone())
+        .header(hyper::header::ACCEPT, "application/json")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let timeout = Duration::from_secs(10);
+    let response = if https {
+        let ca_file = ca_file.ok_or("an https JWKS URL needs `ca_file`")?;
+        let mut roots = rustls::RootCertStore::empty();
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(ca_file)
+            .map_err(|e| format!("{}: {e}", ca_file.display()))?;
+        for cert in certs {
+            roots
+                .add(cert.map_err(|e| format!("{}: {e}", ca_file.display()))?)
+                .map_err(|e| format!("{}: {e}", ca_file.display()))?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(crate::tls::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from(host).map_err(|e| e.to_string())?;
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        send(TokioIo::new(stream), request, timeout).await?
+    } else {
+        send(TokioIo::new(tcp), request, timeout).await?
+    };
+    Ok(response)
+}
+
+async fn send<T>(
+    io: T,
+    request: hyper::Request<Empty<Bytes>>,
+    timeout: Duration,
+) -> Result<String, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let exchange = async {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let _closed = connection.await;
+        });
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("HTTP {}", response.status()));
+        }
+        let body = http_body_util::Limited::new(response.into_body(), MAX_JWKS_BYTES)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the body: {e}"))?
+            .to_bytes();
+        String::from_utf8(body.to_vec()).map_err(|_| "the body is not UTF-8".to_owned())
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("no answer within {timeout:?}"))?
+}
