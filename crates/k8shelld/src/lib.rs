@@ -69,6 +69,8 @@ pub struct Shared {
     reaper: reaper::Reaper,
     /// Process groups of running execs, ended when k8shelld stops.
     sessions: Mutex<HashSet<i32>>,
+    /// Woken whenever a session ends.
+    session_ended: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -95,6 +97,7 @@ pub(crate) struct SessionGuard {
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         self.shared.lock_sessions().remove(&self.pid);
+        self.shared.session_ended.notify_waiters();
     }
 }
 
@@ -167,6 +170,7 @@ pub async fn serve(config: Config, listener: Listener, shutdown: Shutdown) -> Re
         account,
         reaper,
         sessions: Mutex::default(),
+        session_ended: tokio::sync::Notify::new(),
     });
     let (health_reporter, health) = k8shell_proto::health::server::health_reporter();
     health_reporter
@@ -258,9 +262,23 @@ async fn end_sessions(shared: &Arc<Shared>) {
     for pid in &groups {
         let _ = killpg(Pid::from_raw(*pid), Signal::SIGTERM);
     }
-    let deadline = tokio::time::Instant::now() + shared.config.kill_grace;
-    while !shared.lock_sessions().is_empty() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let all_ended = async {
+        loop {
+            // Registered before the check, so an end between the two is not missed.
+            let ended = shared.session_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if shared.lock_sessions().is_empty() {
+                return;
+            }
+            ended.await;
+        }
+    };
+    if tokio::time::timeout(shared.config.kill_grace, all_ended)
+        .await
+        .is_ok()
+    {
+        return;
     }
     for pid in shared.lock_sessions().iter() {
         let _ = killpg(Pid::from_raw(*pid), Signal::SIGKILL);

@@ -142,7 +142,8 @@ impl Container {
             .unwrap();
         let socket = rootfs.join("run/k8shelld.sock");
         let started = Instant::now();
-        while !socket.exists() {
+        // Ready when it accepts connections (the socket file appears just before `listen`).
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
             let exited = unshare.try_wait().unwrap();
             assert!(
                 exited.is_none() && started.elapsed() < Duration::from_secs(30),

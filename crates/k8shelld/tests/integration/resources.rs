@@ -172,3 +172,16 @@ async fn stopping_k8shelld_ends_running_sessions() {
         "the session's process is gone"
     );
 }
+
+#[tokio::test]
+async fn a_session_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let daemon = Daemon::start().await;
+    let mut client = daemon.client().await;
+    let mut exec = Exec::open(&mut client, start("trap '' TERM; echo ready; sleep 1000"))
+        .await
+        .unwrap();
+    exec.read_until("ready").await;
+    daemon.shutdown.trigger();
+    assert_eq!(exec.wait().await, Ended::Signal("KILL".into()));
+    daemon.task.await.unwrap();
+}
