@@ -74,7 +74,13 @@ pub struct SessionClaims {
     /// Session id.
     pub sid: Uuid,
     pub iat: i64,
+    /// Not valid before (defaults to `iat`).
+    #[serde(default)]
+    pub nbf: Option<i64>,
     pub exp: i64,
+    /// Token id.
+    #[serde(default)]
+    pub jti: Option<Uuid>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -233,7 +239,7 @@ impl JwtVerifier {
         if now >= claims.exp + LEEWAY_SECONDS {
             return Err(JwtError::Expired);
         }
-        if claims.iat > now + LEEWAY_SECONDS {
+        if claims.nbf.unwrap_or(claims.iat) > now + LEEWAY_SECONDS {
             return Err(JwtError::NotYetValid);
         }
         if claims.aud != audience {
@@ -276,7 +282,9 @@ mod tests {
             ws,
             sid: Uuid::now_v7(),
             iat: 1_000,
+            nbf: None,
             exp,
+            jti: None,
         }
     }
 

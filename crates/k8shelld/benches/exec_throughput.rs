@@ -183,6 +183,8 @@ async fn main() {
             sid: uuid::Uuid::now_v7(),
             iat: now,
             exp: now + 3600,
+            nbf: None,
+            jti: None,
         })
         .unwrap();
     let mut client = connect(&socket, &token).await;

@@ -11,6 +11,13 @@ pub mod types {
     }
 }
 
+/// `k8shell.identity.v1`: users, keys, tokens, JWTs.
+pub mod identity {
+    pub mod v1 {
+        tonic::include_proto!("k8shell.identity.v1");
+    }
+}
+
 /// `k8shell.k8shelld.v1`: the daemon inside every workspace.
 pub mod k8shelld {
     pub mod v1 {

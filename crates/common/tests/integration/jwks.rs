@@ -65,6 +65,8 @@ fn claims(ws: Uuid) -> SessionClaims {
         sid: Uuid::now_v7(),
         iat: now,
         exp: now + 300,
+        nbf: None,
+        jti: None,
     }
 }
 

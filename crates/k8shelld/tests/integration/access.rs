@@ -90,6 +90,8 @@ async fn a_rotated_signing_key_is_picked_up_from_the_jwks_file() {
             sid: uuid::Uuid::now_v7(),
             iat: now,
             exp: now + 60,
+            nbf: None,
+            jti: None,
         })
         .unwrap();
     let mut client = daemon.client_with_token(Some(token)).await;

@@ -182,6 +182,8 @@ impl Daemon {
             sid: Uuid::now_v7(),
             iat: now,
             exp: now + 300,
+            nbf: None,
+            jti: None,
         };
         edit(&mut claims);
         self.signer.sign(&claims).unwrap()

@@ -1,0 +1,95 @@
+//! identity's configuration (`K8SHELL_IDENTITY__*`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8shell_common::db::DatabaseConfig;
+use k8shell_common::telemetry::TelemetryConfig;
+use k8shell_common::tls::TlsFiles;
+use serde::Deserialize;
+
+/// The configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Postgres (schema `identity`).
+    pub database: DatabaseConfig,
+    /// The gRPC listener (mTLS).
+    pub grpc: GrpcConfig,
+    /// The HTTP listener for `/.well-known/jwks.json`, `/healthz` and `/metrics`.
+    pub http: HttpConfig,
+    /// `iss` of every JWT, e.g. `https://k8shell.example.com`.
+    pub issuer: String,
+    /// Signing keys.
+    pub signing: SigningConfig,
+    /// Longest lifetime of a k8shelld session token.
+    #[serde(default = "default_session_ttl", with = "humantime_serde")]
+    pub session_token_max_ttl: Duration,
+    /// Longest lifetime of a personal API token.
+    #[serde(default = "default_api_token_ttl", with = "humantime_serde")]
+    pub api_token_max_ttl: Duration,
+    /// A first administrator, so that a fresh installation can be entered.
+    #[serde(default)]
+    pub bootstrap_admin: Option<BootstrapAdmin>,
+    /// Logging.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// gRPC listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// e.g. `0.0.0.0:7001`.
+    pub listen: SocketAddr,
+    /// Certificate, key and CA of the service mesh.
+    pub tls: TlsFiles,
+}
+
+/// HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// e.g. `0.0.0.0:7011`.
+    pub listen: SocketAddr,
+}
+
+/// Signing keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// Directory of the Ed25519 keys (one `<kid>.key` file each, mode 0600).
+    pub key_dir: PathBuf,
+    /// A new key signs after this long; the old one stays published while tokens need it.
+    #[serde(default = "default_rotate_after", with = "humantime_serde")]
+    pub rotate_after: Duration,
+}
+
+/// The first administrator.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapAdmin {
+    pub username: String,
+    /// authorized_keys lines.
+    #[serde(default)]
+    pub ssh_keys: Vec<String>,
+    #[serde(default = "default_admin_groups")]
+    pub groups: Vec<String>,
+}
+
+fn default_session_ttl() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+fn default_api_token_ttl() -> Duration {
+    Duration::from_secs(365 * 24 * 3600)
+}
+
+fn default_rotate_after() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
+}
+
+fn default_admin_groups() -> Vec<String> {
+    vec!["admins".to_owned()]
+}

@@ -1,0 +1,7 @@
+//! identity against a real PostgreSQL, over gRPC with mTLS, as its callers use it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+mod keys;
+mod tokens;
