@@ -152,6 +152,17 @@ impl Identity {
         panic!("identity did not become ready");
     }
 
+    /// Suspends or reactivates a user, as an administrator would.
+    pub async fn set_state(&self, name: &str, state: k8shell_proto::identity::v1::UserState) {
+        self.client()
+            .set_user_state(k8shell_proto::identity::v1::SetUserStateRequest {
+                user: by_name(name),
+                state: state as i32,
+            })
+            .await
+            .unwrap();
+    }
+
     /// Creates a user directly in the store, as a login would.
     pub async fn create_user(&self, name: &str) {
         self.pg

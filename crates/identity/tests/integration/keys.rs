@@ -1,8 +1,7 @@
 //! SSH keys: adding, removing, verifying, with the errors people meet.
 
 use k8shell_proto::identity::v1::{
-    AddKeyRequest, ListKeysRequest, RemoveKeyRequest, SetUserStateRequest, UserState,
-    VerifyPublicKeyRequest,
+    AddKeyRequest, ListKeysRequest, RemoveKeyRequest, UserState, VerifyPublicKeyRequest,
 };
 
 use crate::harness::{Identity, by_name, public_key, ssh_keygen};
@@ -163,25 +162,13 @@ async fn a_suspended_user_cannot_log_in_with_a_key() {
     let identity = Identity::start().await;
     let mut client = identity.client();
     let key = public_key(&identity.admin_key);
-    client
-        .set_user_state(SetUserStateRequest {
-            user: by_name("root-admin"),
-            state: UserState::Suspended as i32,
-        })
-        .await
-        .unwrap();
+    identity.set_state("root-admin", UserState::Suspended).await;
     let status = client
         .verify_public_key(verify("root-admin", &key))
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound);
-    client
-        .set_user_state(SetUserStateRequest {
-            user: by_name("root-admin"),
-            state: UserState::Active as i32,
-        })
-        .await
-        .unwrap();
+    identity.set_state("root-admin", UserState::Active).await;
     assert!(
         client
             .verify_public_key(verify("root-admin", &key))

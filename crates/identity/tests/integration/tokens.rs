@@ -2,8 +2,7 @@
 
 use k8shell_common::jwks::{JwksCache, JwksConfig};
 use k8shell_proto::identity::v1::{
-    CreateTokenRequest, IssueSessionTokenRequest, RevokeTokenRequest, SetUserStateRequest,
-    UserState, VerifyTokenRequest,
+    CreateTokenRequest, IssueSessionTokenRequest, RevokeTokenRequest, UserState, VerifyTokenRequest,
 };
 use k8shell_proto::types::v1::Id;
 use uuid::Uuid;
@@ -116,13 +115,7 @@ async fn expired_tokens_and_suspended_users_are_refused() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
 
-    client
-        .set_user_state(SetUserStateRequest {
-            user: by_name("root-admin"),
-            state: UserState::Suspended as i32,
-        })
-        .await
-        .unwrap();
+    identity.set_state("root-admin", UserState::Suspended).await;
     let status = client
         .verify_token(VerifyTokenRequest {
             secret: other.secret,
