@@ -55,6 +55,10 @@ pub fn mtls_incoming(
                     }
                 },
             };
+            // Small request/response messages must not wait for Nagle + delayed ACKs (40 ms).
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {

@@ -297,15 +297,25 @@ impl Store {
         fingerprint: &str,
     ) -> Result<Option<User>, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE ssh_keys k SET last_used_at = now() FROM users u \
-             WHERE k.user_id = u.id AND u.username = $1 AND k.fingerprint = $2 AND u.state = 'active' \
-             RETURNING {USER_COLUMNS_U}"
+            "SELECT {USER_COLUMNS_U}, k.last_used_at AS used_at FROM ssh_keys k JOIN users u ON u.id = k.user_id \
+             WHERE u.username = $1 AND k.fingerprint = $2 AND u.state = 'active'"
         )))
         .bind(username)
         .bind(fingerprint)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| user_from_row(&r)).transpose()?)
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        if stale(row.try_get("used_at")?) {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE ssh_keys SET last_used_at = now() WHERE fingerprint = $1 AND {NOT_RECENT}"
+            )))
+            .bind(fingerprint)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(Some(user_from_row(&row)?))
     }
 
     /// Stores a new token's hash.
@@ -360,15 +370,36 @@ impl Store {
     /// The active owner of a valid (unexpired, unrevoked) token with this hash; records its use.
     pub async fn user_by_token_hash(&self, hash: &[u8]) -> Result<Option<User>, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE api_tokens t SET last_used_at = now() FROM users u \
-             WHERE t.user_id = u.id AND t.hash = $1 AND t.revoked_at IS NULL AND t.expires_at > now() \
-             AND u.state = 'active' RETURNING {USER_COLUMNS_U}"
+            "SELECT {USER_COLUMNS_U}, t.last_used_at AS used_at FROM api_tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.hash = $1 AND t.revoked_at IS NULL AND t.expires_at > now() AND u.state = 'active'"
         )))
         .bind(hash)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| user_from_row(&r)).transpose()?)
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        if stale(row.try_get("used_at")?) {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE api_tokens SET last_used_at = now() WHERE hash = $1 AND {NOT_RECENT}"
+            )))
+            .bind(hash)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(Some(user_from_row(&row)?))
     }
+}
+
+/// "Last used" is kept to the minute: a key used by many connections at once is written once a
+/// minute, not once per connection (which would serialise logins on one row lock).
+const USE_RESOLUTION_SECONDS: i64 = 60;
+const NOT_RECENT: &str = "(last_used_at IS NULL OR last_used_at < now() - interval '60 seconds')";
+
+fn stale(used_at: Option<OffsetDateTime>) -> bool {
+    used_at.is_none_or(|at| {
+        k8shell_common::clock::now() - at >= time::Duration::seconds(USE_RESOLUTION_SECONDS)
+    })
 }
 
 fn token_from_row(row: &sqlx::postgres::PgRow) -> Result<StoredToken, sqlx::Error> {
