@@ -8,11 +8,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use http_body_util::{BodyExt as _, Empty};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
-use rustls_pki_types::ServerName;
-use rustls_pki_types::pem::PemObject as _;
 use serde::Deserialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -22,8 +17,6 @@ use crate::jwt::{JwtError, JwtVerifier, SessionClaims};
 
 /// A JWKS is re-read at most this often when tokens name unknown keys.
 const REFRESH_AT_MOST_EVERY: Duration = Duration::from_secs(1);
-/// Upper bound of a JWKS document.
-const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
 /// Where the keys come from. Exactly one of `file` and `url`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -182,7 +175,7 @@ async fn fetch(config: &JwksConfig) -> Result<JwtVerifier, JwksError> {
     match (&config.file, &config.url) {
         (Some(path), None) => read_file(path),
         (None, Some(url)) => {
-            let text = get(url, config.ca_file.as_deref())
+            let text = crate::http::get(url, config.ca_file.as_deref())
                 .await
                 .map_err(|message| JwksError::Load {
                     source_name: url.clone(),
@@ -204,87 +197,4 @@ fn read_file(path: &Path) -> Result<JwtVerifier, JwksError> {
     };
     let text = std::fs::read_to_string(path).map_err(|e| load_error(e.to_string()))?;
     JwtVerifier::from_jwks_json(&text).map_err(|e| load_error(e.to_string()))
-}
-
-/// A plain HTTP/1.1 GET of a small document (`http://` or `https://` with `ca_file`).
-async fn get(url: &str, ca_file: Option<&Path>) -> Result<String, String> {
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("invalid URL: {e}"))?;
-    let host = uri.host().ok_or("URL without a host")?.to_owned();
-    let https = match uri.scheme_str() {
-        Some("https") => true,
-        Some("http") => false,
-        _ => return Err("URL must start with http:// or https://".to_owned()),
-    };
-    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
-    let path = uri
-        .path_and_query()
-        .map_or("/".to_owned(), |p| p.as_str().to_owned());
-    let request = hyper::Request::get(path)
-        .header(hyper::header::HOST, host.clone())
-        .header(hyper::header::ACCEPT, "application/json")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let timeout = Duration::from_secs(10);
-    let response = if https {
-        let ca_file = ca_file.ok_or("an https JWKS URL needs `ca_file`")?;
-        let mut roots = rustls::RootCertStore::empty();
-        let certs = rustls_pki_types::CertificateDer::pem_file_iter(ca_file)
-            .map_err(|e| format!("{}: {e}", ca_file.display()))?;
-        for cert in certs {
-            roots
-                .add(cert.map_err(|e| format!("{}: {e}", ca_file.display()))?)
-                .map_err(|e| format!("{}: {e}", ca_file.display()))?;
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(crate::tls::crypto_provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let name = ServerName::try_from(host).map_err(|e| e.to_string())?;
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("TLS: {e}"))?;
-        send(TokioIo::new(stream), request, timeout).await?
-    } else {
-        send(TokioIo::new(tcp), request, timeout).await?
-    };
-    Ok(response)
-}
-
-async fn send<T>(
-    io: T,
-    request: hyper::Request<Empty<Bytes>>,
-    timeout: Duration,
-) -> Result<String, String>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let exchange = async {
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            let _closed = connection.await;
-        });
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        if !response.status().is_success() {
-            return Err(format!("HTTP {}", response.status()));
-        }
-        let body = http_body_util::Limited::new(response.into_body(), MAX_JWKS_BYTES)
-            .collect()
-            .await
-            .map_err(|e| format!("reading the body: {e}"))?
-            .to_bytes();
-        String::from_utf8(body.to_vec()).map_err(|_| "the body is not UTF-8".to_owned())
-    };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| format!("no answer within {timeout:?}"))?
 }

@@ -29,6 +29,9 @@ pub struct Config {
     /// Longest lifetime of a personal API token.
     #[serde(default = "default_api_token_ttl", with = "humantime_serde")]
     pub api_token_max_ttl: Duration,
+    /// Login through the organisation's OpenID provider.
+    #[serde(default)]
+    pub oidc: Option<crate::oidc::OidcConfig>,
     /// A first administrator, so that a fresh installation can be entered.
     #[serde(default)]
     pub bootstrap_admin: Option<BootstrapAdmin>,

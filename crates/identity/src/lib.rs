@@ -2,6 +2,7 @@
 //! every other service verifies locally (JWKS at `/.well-known/jwks.json`).
 
 mod config;
+pub mod oidc;
 mod service;
 mod signing;
 pub mod sshkey;
@@ -94,8 +95,13 @@ pub async fn serve(config: Config, listeners: Listeners, shutdown: Shutdown) -> 
     tls.watch(std::time::Duration::from_secs(10), stop.clone());
     spawn_rotation(Arc::clone(&keys), stop.clone());
 
+    let oidc = match config.oidc.clone() {
+        Some(oidc) => Some(Arc::new(oidc::Oidc::new(oidc).map_err(Error::Bootstrap)?)),
+        None => None,
+    };
     let service = IdentityService {
         store,
+        oidc,
         keys: Arc::clone(&keys),
         rules: TokenRules {
             issuer: config.issuer.clone(),

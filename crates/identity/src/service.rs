@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::oidc::{LoginError, Oidc};
 use crate::signing::KeyRing;
 use crate::sshkey::SshPublicKey;
 use crate::store::{Store, StoreError, StoredKey, StoredToken, User, UserRef, UserState};
@@ -38,6 +39,24 @@ pub struct IdentityService {
     pub(crate) store: Store,
     pub(crate) keys: Arc<KeyRing>,
     pub(crate) rules: TokenRules,
+    pub(crate) oidc: Option<Arc<Oidc>>,
+}
+
+impl From<LoginError> for Status {
+    fn from(error: LoginError) -> Self {
+        match error {
+            LoginError::NotConfigured => Status::failed_precondition(error.to_string()),
+            LoginError::Provider(_) => Status::unavailable(error.to_string()),
+            LoginError::UnknownState | LoginError::Token(_) => {
+                tracing::info!(%error, "login refused");
+                Status::unauthenticated(error.to_string())
+            }
+            LoginError::NotOnboarded(_) | LoginError::Suspended => {
+                Status::permission_denied(error.to_string())
+            }
+            LoginError::Store(e) => e.into(),
+        }
+    }
 }
 
 impl From<StoreError> for Status {
@@ -364,6 +383,33 @@ impl Identity for IdentityService {
         Ok(Response::new(pb::IssuedToken {
             token,
             expires_at: Some(timestamp(expires_at)),
+        }))
+    }
+
+    async fn begin_login(
+        &self,
+        _request: Request<pb::BeginLoginRequest>,
+    ) -> Result<Response<pb::BeginLoginResponse>, Status> {
+        let oidc = self.oidc.as_ref().ok_or(LoginError::NotConfigured)?;
+        let (authorization_url, state) = oidc.begin(&self.store).await?;
+        Ok(Response::new(pb::BeginLoginResponse {
+            authorization_url,
+            state,
+        }))
+    }
+
+    async fn complete_login(
+        &self,
+        request: Request<pb::CompleteLoginRequest>,
+    ) -> Result<Response<pb::CompleteLoginResponse>, Status> {
+        let request = request.into_inner();
+        let oidc = self.oidc.as_ref().ok_or(LoginError::NotConfigured)?;
+        let logged_in = oidc
+            .complete(&self.store, &request.state, &request.code)
+            .await?;
+        Ok(Response::new(pb::CompleteLoginResponse {
+            user: Some(user_message(logged_in.user)),
+            created: logged_in.created,
         }))
     }
 }

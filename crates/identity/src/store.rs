@@ -131,6 +131,63 @@ impl Store {
         Self { pool }
     }
 
+    /// The pool, for the login flow's own table.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The user linked to an OpenID provider's subject.
+    pub async fn user_by_link(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS_U} FROM oidc_links l JOIN users u ON u.id = l.user_id \
+             WHERE l.issuer = $1 AND l.subject = $2"
+        )))
+        .bind(issuer)
+        .bind(subject)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| user_from_row(&r)).transpose()?)
+    }
+
+    /// Links an OpenID provider's subject to a user.
+    pub async fn link(&self, issuer: &str, subject: &str, user: Uuid) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO oidc_links (issuer, subject, user_id) VALUES ($1, $2, $3)")
+            .bind(issuer)
+            .bind(subject)
+            .bind(user)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a login: profile and groups as the provider says now, and the time.
+    pub async fn record_login(
+        &self,
+        user: Uuid,
+        display_name: &str,
+        email: &str,
+        groups: &[String],
+    ) -> Result<User, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE users SET last_login_at = now(), groups = $4, \
+             display_name = CASE WHEN $2 = '' THEN display_name ELSE $2 END, \
+             email = CASE WHEN $3 = '' THEN email ELSE $3 END \
+             WHERE id = $1 RETURNING {USER_COLUMNS}"
+        )))
+        .bind(user)
+        .bind(display_name)
+        .bind(email)
+        .bind(groups)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NoSuchUser)?;
+        Ok(user_from_row(&row)?)
+    }
+
     /// Creates a user.
     pub async fn create_user(
         &self,

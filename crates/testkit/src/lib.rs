@@ -7,11 +7,13 @@
 
 mod binaries;
 mod nats;
+mod oidc;
 mod postgres;
 mod process;
 
 pub use binaries::{Missing, require};
 pub use nats::Nats;
+pub use oidc::{Browser, NPM_PACKAGE, OidcProvider, npm_cache, query_param};
 pub use postgres::Postgres;
 
 /// What can go wrong while starting a component.

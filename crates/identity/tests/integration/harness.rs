@@ -54,6 +54,13 @@ pub fn by_name(name: &str) -> Option<UserSelector> {
 
 impl Identity {
     pub async fn start() -> Self {
+        Self::start_with(|_| None).await
+    }
+
+    /// identity with an OpenID provider: `oidc` gets the temp dir and returns the config.
+    pub async fn start_with(
+        oidc: impl FnOnce(&std::path::Path) -> Option<k8shell_identity::oidc::OidcConfig>,
+    ) -> Self {
         install_crypto_provider();
         let pg = Postgres::start().unwrap();
         let url = pg.create_database("k8shell").unwrap();
@@ -70,7 +77,9 @@ impl Identity {
             "http://127.0.0.1:{}/.well-known/jwks.json",
             http.local_addr().unwrap().port()
         );
+        let oidc = oidc(dir.path());
         let config = Config {
+            oidc,
             database: DatabaseConfig::new(url),
             grpc: GrpcConfig {
                 listen: grpc.local_addr().unwrap(),

@@ -4,4 +4,5 @@
 mod harness;
 
 mod keys;
+mod oidc;
 mod tokens;
