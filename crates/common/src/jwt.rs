@@ -83,6 +83,25 @@ pub struct SessionClaims {
     pub jti: Option<Uuid>,
 }
 
+/// Audience of access tokens for the REST API and the console.
+pub const API_AUDIENCE: &str = "k8shell-api";
+
+/// The claims of an access token for the REST API and console (hours, refreshable).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    /// Username.
+    pub sub: String,
+    /// [`API_AUDIENCE`].
+    pub aud: String,
+    /// User id.
+    pub uid: Uuid,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: Uuid,
+}
+
 #[derive(Serialize, Deserialize)]
 struct Header {
     alg: String,
@@ -254,6 +273,27 @@ impl JwtVerifier {
                 claim: "workspace",
                 expected: workspace.to_string(),
                 found: claims.ws.to_string(),
+            });
+        }
+        Ok(claims)
+    }
+}
+
+impl JwtVerifier {
+    /// Verifies an access token for the REST API at time `now` (Unix seconds).
+    pub fn verify_access(&self, token: &str, now: i64) -> Result<AccessClaims, JwtError> {
+        let claims: AccessClaims = self.verify_signature(token)?;
+        if now >= claims.exp + LEEWAY_SECONDS {
+            return Err(JwtError::Expired);
+        }
+        if claims.nbf > now + LEEWAY_SECONDS {
+            return Err(JwtError::NotYetValid);
+        }
+        if claims.aud != API_AUDIENCE {
+            return Err(JwtError::Mismatch {
+                claim: "audience",
+                expected: API_AUDIENCE.to_owned(),
+                found: claims.aud,
             });
         }
         Ok(claims)

@@ -26,6 +26,18 @@ pub struct Config {
     /// Longest lifetime of a k8shelld session token.
     #[serde(default = "default_session_ttl", with = "humantime_serde")]
     pub session_token_max_ttl: Duration,
+    /// Longest lifetime of an access token for the REST API and console.
+    #[serde(default = "default_access_ttl", with = "humantime_serde")]
+    pub access_token_max_ttl: Duration,
+    /// The console page where users confirm device logins (default: `<issuer>/device`).
+    #[serde(default)]
+    pub device_verification_uri: Option<String>,
+    /// How long a device login may wait for the user.
+    #[serde(default = "default_device_lifetime", with = "humantime_serde")]
+    pub device_login_lifetime: Duration,
+    /// How often a device may poll.
+    #[serde(default = "default_device_interval", with = "humantime_serde")]
+    pub device_poll_interval: Duration,
     /// Longest lifetime of a personal API token.
     #[serde(default = "default_api_token_ttl", with = "humantime_serde")]
     pub api_token_max_ttl: Duration,
@@ -83,6 +95,18 @@ pub struct BootstrapAdmin {
 
 fn default_session_ttl() -> Duration {
     Duration::from_secs(15 * 60)
+}
+
+fn default_access_ttl() -> Duration {
+    Duration::from_secs(12 * 3600)
+}
+
+fn default_device_lifetime() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_device_interval() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn default_api_token_ttl() -> Duration {

@@ -2,6 +2,7 @@
 //! every other service verifies locally (JWKS at `/.well-known/jwks.json`).
 
 mod config;
+mod device;
 pub mod oidc;
 mod service;
 mod signing;
@@ -106,7 +107,14 @@ pub async fn serve(config: Config, listeners: Listeners, shutdown: Shutdown) -> 
         rules: TokenRules {
             issuer: config.issuer.clone(),
             session_token_max_ttl: config.session_token_max_ttl,
+            access_token_max_ttl: config.access_token_max_ttl,
             api_token_max_ttl: config.api_token_max_ttl,
+            device_verification_uri: config
+                .device_verification_uri
+                .clone()
+                .unwrap_or_else(|| format!("{}/device", config.issuer.trim_end_matches('/'))),
+            device_login_lifetime: config.device_login_lifetime,
+            device_poll_interval: config.device_poll_interval,
         },
     };
     let (health_reporter, health) = k8shell_proto::health::server::health_reporter();

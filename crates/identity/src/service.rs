@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::device::{self, DeviceError, DeviceState};
 use crate::oidc::{LoginError, Oidc};
 use crate::signing::KeyRing;
 use crate::sshkey::SshPublicKey;
@@ -25,12 +26,16 @@ pub const TOKEN_PREFIX: &str = "k8s_";
 /// Characters of a token kept for display.
 const SHOWN_PREFIX_LEN: usize = 12;
 
-/// Token lifetimes and the issuer name.
+/// Token lifetimes, the issuer name and device-login settings.
 #[derive(Debug, Clone)]
 pub struct TokenRules {
     pub issuer: String,
     pub session_token_max_ttl: Duration,
+    pub access_token_max_ttl: Duration,
     pub api_token_max_ttl: Duration,
+    pub device_verification_uri: String,
+    pub device_login_lifetime: Duration,
+    pub device_poll_interval: Duration,
 }
 
 /// The service.
@@ -40,6 +45,53 @@ pub struct IdentityService {
     pub(crate) keys: Arc<KeyRing>,
     pub(crate) rules: TokenRules,
     pub(crate) oidc: Option<Arc<Oidc>>,
+}
+
+impl From<DeviceError> for Status {
+    fn from(error: DeviceError) -> Self {
+        match error {
+            DeviceError::UnknownCode(_) => Status::not_found(error.to_string()),
+            DeviceError::Random => Status::internal(error.to_string()),
+            DeviceError::SlowDown(_) => Status::resource_exhausted(error.to_string()),
+            DeviceError::Suspended => Status::permission_denied(error.to_string()),
+            DeviceError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl IdentityService {
+    /// An access token for the REST API and console.
+    fn issue_access(&self, user: &User, ttl: Duration) -> Result<pb::IssuedToken, Status> {
+        if user.state != UserState::Active {
+            return Err(Status::permission_denied(format!(
+                "user {} is suspended",
+                user.username
+            )));
+        }
+        let signer = self
+            .keys
+            .active()
+            .ok_or_else(|| Status::unavailable("no signing key"))?;
+        let now = k8shell_common::clock::now();
+        let expires_at = now + ttl;
+        let claims = k8shell_common::jwt::AccessClaims {
+            iss: self.rules.issuer.clone(),
+            sub: user.username.clone(),
+            aud: k8shell_common::jwt::API_AUDIENCE.to_owned(),
+            uid: user.id,
+            iat: now.unix_timestamp(),
+            nbf: now.unix_timestamp(),
+            exp: expires_at.unix_timestamp(),
+            jti: k8shell_common::ids::new_id(),
+        };
+        let token = signer
+            .sign(&claims)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(pb::IssuedToken {
+            token,
+            expires_at: Some(timestamp(expires_at)),
+        })
+    }
 }
 
 impl From<LoginError> for Status {
@@ -411,5 +463,109 @@ impl Identity for IdentityService {
             user: Some(user_message(logged_in.user)),
             created: logged_in.created,
         }))
+    }
+
+    async fn begin_device_login(
+        &self,
+        request: Request<pb::BeginDeviceLoginRequest>,
+    ) -> Result<Response<pb::BeginDeviceLoginResponse>, Status> {
+        let client_name = request.into_inner().client_name;
+        let client_name = if client_name.trim().is_empty() {
+            "a device".to_owned()
+        } else {
+            client_name.trim().chars().take(100).collect()
+        };
+        let login =
+            device::begin(&self.store, &client_name, self.rules.device_login_lifetime).await?;
+        let uri = self.rules.device_verification_uri.clone();
+        Ok(Response::new(pb::BeginDeviceLoginResponse {
+            verification_uri_complete: format!("{uri}?code={}", login.user_code),
+            verification_uri: uri,
+            device_code: login.device_code,
+            user_code: login.user_code,
+            expires_in_seconds: self.rules.device_login_lifetime.as_secs(),
+            interval_seconds: self.rules.device_poll_interval.as_secs(),
+        }))
+    }
+
+    async fn approve_device_login(
+        &self,
+        request: Request<pb::ApproveDeviceLoginRequest>,
+    ) -> Result<Response<pb::ApproveDeviceLoginResponse>, Status> {
+        let request = request.into_inner();
+        let client_name = device::approve(
+            &self.store,
+            &request.user_code,
+            &user_ref(request.user)?,
+            request.approve,
+        )
+        .await?;
+        Ok(Response::new(pb::ApproveDeviceLoginResponse {
+            client_name,
+        }))
+    }
+
+    async fn poll_device_login(
+        &self,
+        request: Request<pb::PollDeviceLoginRequest>,
+    ) -> Result<Response<pb::PollDeviceLoginResponse>, Status> {
+        let state = device::poll(
+            &self.store,
+            &request.into_inner().device_code,
+            self.rules.device_poll_interval,
+        )
+        .await?;
+        let (state, user, access_token) = match state {
+            DeviceState::Pending => (pb::DeviceLoginState::Pending, None, None),
+            DeviceState::Denied => (pb::DeviceLoginState::Denied, None, None),
+            DeviceState::Expired => (pb::DeviceLoginState::Expired, None, None),
+            DeviceState::Approved(user) => {
+                let token = self.issue_access(&user, self.rules.access_token_max_ttl)?;
+                (
+                    pb::DeviceLoginState::Approved,
+                    Some(user_message(user)),
+                    Some(token),
+                )
+            }
+        };
+        Ok(Response::new(pb::PollDeviceLoginResponse {
+            state: state as i32,
+            user,
+            access_token,
+        }))
+    }
+
+    async fn issue_access_token(
+        &self,
+        request: Request<pb::IssueAccessTokenRequest>,
+    ) -> Result<Response<pb::IssuedToken>, Status> {
+        let request = request.into_inner();
+        let ttl = bounded_ttl(
+            request.ttl_seconds,
+            self.rules.access_token_max_ttl,
+            "access token",
+        )?;
+        let user = self.store.user(&user_ref(request.user)?).await?;
+        Ok(Response::new(self.issue_access(&user, ttl)?))
+    }
+
+    async fn refresh_access_token(
+        &self,
+        request: Request<pb::RefreshAccessTokenRequest>,
+    ) -> Result<Response<pb::IssuedToken>, Status> {
+        let verifier = k8shell_common::jwt::JwtVerifier::from_jwks(&self.keys.jwks())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let now = k8shell_common::clock::now().unix_timestamp();
+        let claims = verifier
+            .verify_access(&request.into_inner().token, now)
+            .map_err(|e| Status::unauthenticated(format!("cannot refresh: {e}")))?;
+        if claims.iss != self.rules.issuer {
+            return Err(Status::unauthenticated("cannot refresh: another issuer"));
+        }
+        // The user's current state decides, not the one when the token was issued.
+        let user = self.store.user(&UserRef::Id(claims.uid)).await?;
+        let ttl = Duration::from_secs(u64::try_from(claims.exp - claims.iat).unwrap_or(0))
+            .min(self.rules.access_token_max_ttl);
+        Ok(Response::new(self.issue_access(&user, ttl)?))
     }
 }

@@ -62,6 +62,8 @@ impl Identity {
         oidc: impl FnOnce(&std::path::Path) -> Option<k8shell_identity::oidc::OidcConfig>,
     ) -> Self {
         install_crypto_provider();
+        // Logs of the service under test, shown when a test fails.
+        let _already = k8shell_common::telemetry::init("identity-test", &Default::default());
         let pg = Postgres::start().unwrap();
         let url = pg.create_database("k8shell").unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -94,6 +96,10 @@ impl Identity {
                 rotate_after: Duration::from_secs(30 * 24 * 3600),
             },
             session_token_max_ttl: Duration::from_secs(900),
+            access_token_max_ttl: Duration::from_secs(8 * 3600),
+            device_verification_uri: Some("https://console.k8shell.test/device".to_owned()),
+            device_login_lifetime: Duration::from_secs(600),
+            device_poll_interval: Duration::from_secs(5),
             api_token_max_ttl: Duration::from_secs(90 * 24 * 3600),
             bootstrap_admin: Some(BootstrapAdmin {
                 username: "root-admin".to_owned(),

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod device;
 mod keys;
 mod oidc;
 mod tokens;
