@@ -5,7 +5,7 @@ let
   inherit (pkgs) lib;
 
   # What the tests start (testkit finds them on PATH) and what scripts/setup installs on Debian.
-  testComponents = [ pkgs.postgresql pkgs.nats-server pkgs.util-linux ];
+  testComponents = [ pkgs.postgresql pkgs.nats-server pkgs.util-linux pkgs.openssh ];
 
   commonArgs = {
     src = craneLib.cleanCargoSource src;
@@ -21,6 +21,7 @@ let
   # Each service issue adds its binary here.
   binaries = {
     k8shelld = { crate = "crates/k8shelld"; package = "k8shell-k8shelld"; };
+    k8shell-identity = { crate = "crates/identity"; package = "k8shell-identity"; };
   };
 
   buildBinary = name: { package, ... }:
