@@ -1,0 +1,25 @@
+package k8shell.onboarding_test
+
+import rego.v1
+
+import data.k8shell.onboarding
+
+test_allowed_domain if {
+	onboarding.decision.allow with input as {"v": 1, "email": "alice@Example.com", "groups": []}
+}
+
+test_allowed_group if {
+	onboarding.decision.allow with input as {"v": 1, "email": "carol@agency.net", "groups": ["k8shell-users"]}
+}
+
+test_stranger_denied if {
+	d := onboarding.decision with input as {"v": 1, "email": "mallory@elsewhere.org", "groups": ["x"]}
+	not d.allow
+	count(d.reasons) == 1
+}
+
+test_wrong_version_denied if {
+	d := onboarding.decision with input as {"v": 2, "email": "alice@example.com", "groups": []}
+	not d.allow
+	"unsupported input version: send v = 1" in d.reasons
+}
