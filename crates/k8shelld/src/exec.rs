@@ -138,9 +138,9 @@ fn program(start: &ExecStart) -> Program {
 
 fn spawn_status(error: spawn::SpawnError) -> Status {
     match error {
-        spawn::SpawnError::EnvName(_) | spawn::SpawnError::Path(_) => {
-            Status::invalid_argument(error.to_string())
-        }
+        spawn::SpawnError::EnvName(_)
+        | spawn::SpawnError::Path(_)
+        | spawn::SpawnError::NoWorkingDir(_) => Status::invalid_argument(error.to_string()),
         spawn::SpawnError::CannotSwitchUser { .. } => Status::permission_denied(error.to_string()),
         spawn::SpawnError::Start { .. } => Status::failed_precondition(error.to_string()),
     }
@@ -249,19 +249,38 @@ async fn run_pipes(
     let out = tokio::spawn(pump_pipe(stdout, tx.clone(), exec_output::Output::Stdout));
     let err = tokio::spawn(pump_pipe(stderr, tx.clone(), exec_output::Output::Stderr));
 
-    // Input: forwarded until EOF; after the process exits it no longer matters.
-    let mut stdin = Some(stdin);
+    // Stdin is written by its own task, so that a process that does not read cannot keep us
+    // from seeing its exit, a signal, or the client going away.
+    let (stdin_tx, mut stdin_rx) = mpsc::channel::<Vec<u8>>(OUTPUT_QUEUE);
+    tokio::spawn(async move {
+        let mut pipe = stdin;
+        while let Some(bytes) = stdin_rx.recv().await {
+            if pipe.write_all(&bytes).await.is_err() {
+                // The process closed its stdin: the rest is dropped, as a pipe would.
+                return;
+            }
+        }
+    });
+    let mut stdin = Some(stdin_tx);
     let mut input_open = true;
-    let status = loop {
+    let status = 'session: loop {
         tokio::select! {
             status = &mut exit => break status.ok(),
+            _ = tx.closed() => {
+                hang_up(pid, shared.config.kill_grace, &mut exit).await;
+                return;
+            }
             control = next_control(&mut input), if input_open => match control {
                 Control::Stdin(bytes) => {
-                    if let Some(pipe) = &mut stdin
-                        && pipe.write_all(&bytes).await.is_err()
-                    {
-                        // The process closed its stdin: drop the rest, as a pipe would.
-                        stdin = None;
+                    if let Some(sender) = &stdin {
+                        tokio::select! {
+                            sent = sender.send(bytes) => if sent.is_err() { stdin = None },
+                            status = &mut exit => break 'session status.ok(),
+                            _ = tx.closed() => {
+                                hang_up(pid, shared.config.kill_grace, &mut exit).await;
+                                return;
+                            }
+                        }
                     }
                 }
                 Control::Eof => stdin = None,
@@ -281,9 +300,23 @@ async fn run_pipes(
         }
     };
     drop(stdin);
-    // Output the process wrote before exiting is delivered before its status.
-    let _ = out.await;
-    let _ = err.await;
+    // Output the process wrote before exiting is delivered before its status. A background
+    // process that keeps the pipes open gets `kill_grace` to finish, not forever.
+    let (mut out, mut err) = (out, err);
+    let drained = async {
+        let _ = (&mut out).await;
+        let _ = (&mut err).await;
+    };
+    tokio::select! {
+        _ = drained => {}
+        _ = tx.closed() => return,
+        _ = tokio::time::sleep(shared.config.kill_grace) => {
+            tracing::info!(pid, "a background process keeps the output open; ending the exec");
+            // The pumps hold senders of the response stream: stop them so that it ends.
+            out.abort();
+            err.abort();
+        }
+    }
     if let Some(status) = status {
         tracing::info!(pid, ?status, "exec ended");
         send(&tx, exit_output(status)).await;
@@ -320,13 +353,25 @@ async fn run_pty(
     let (exited_tx, exited_rx) = oneshot::channel::<()>();
     let out = tokio::spawn(pump_pty(Arc::clone(&master), tx.clone(), exited_rx));
     let mut input_open = true;
-    let status = loop {
+    let status = 'session: loop {
         tokio::select! {
             status = &mut exit => break status.ok(),
+            _ = tx.closed() => {
+                hang_up(pid, shared.config.kill_grace, &mut exit).await;
+                return;
+            }
             control = next_control(&mut input), if input_open => match control {
                 Control::Stdin(bytes) => {
-                    // A failed write means the terminal is closing; the exit follows.
-                    let _ = master.write_all(&bytes).await;
+                    // Typing waits for the terminal to take it, but never past an exit or a
+                    // client that went away. A failed write means the terminal is closing.
+                    tokio::select! {
+                        _ = master.write_all(&bytes) => {}
+                        status = &mut exit => break 'session status.ok(),
+                        _ = tx.closed() => {
+                            hang_up(pid, shared.config.kill_grace, &mut exit).await;
+                            return;
+                        }
+                    }
                 }
                 Control::Eof => {
                     let _ = master.send_eof().await;

@@ -200,8 +200,18 @@ pub async fn serve(config: Config, listener: Listener, shutdown: Shutdown) -> Re
             let check = Arc::clone(&auth);
             let guarded = WorkspaceServer::with_interceptor(service, move |r| check.check(r));
             let incoming = futures_util::stream::unfold(listener, |listener| async move {
-                let accepted = listener.accept().await.map(|(stream, _)| stream);
-                Some((accepted, listener))
+                loop {
+                    match listener.accept().await {
+                        Ok((stream, _)) => {
+                            return Some((Ok::<_, std::io::Error>(stream), listener));
+                        }
+                        Err(error) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            tracing::warn!(%error, "accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                    }
+                }
             });
             let server = tonic::transport::Server::builder()
                 .add_service(health)

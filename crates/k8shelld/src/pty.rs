@@ -28,6 +28,10 @@ pub struct Pty {
 /// Opens a PTY of the given size, with SSH-encoded terminal `modes` applied.
 pub fn open(size: Winsize, modes: &[u8]) -> io::Result<Pty> {
     let pair = openpty(&size, None).map_err(io::Error::from)?;
+    // openpty(3) does not set close-on-exec: without it every later session would inherit
+    // this terminal (and could read or type into it, and keep it from hanging up).
+    set_cloexec(&pair.master)?;
+    set_cloexec(&pair.slave)?;
     let mut termios = tcgetattr(&pair.slave).map_err(io::Error::from)?;
     apply_modes(&mut termios, modes);
     tcsetattr(&pair.slave, SetArg::TCSANOW, &termios).map_err(io::Error::from)?;
@@ -111,6 +115,12 @@ fn read_fd(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
         Err(nix::errno::Errno::EIO) => Ok(0),
         Err(e) => Err(io::Error::from(e)),
     }
+}
+
+fn set_cloexec(fd: &OwnedFd) -> io::Result<()> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(io::Error::from)?;
+    Ok(())
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {

@@ -61,6 +61,8 @@ pub enum SpawnError {
     Start { program: String, source: io::Error },
     #[error("invalid path {0:?}")]
     Path(PathBuf),
+    #[error("working directory {0} does not exist")]
+    NoWorkingDir(PathBuf),
 }
 
 /// Default `PATH`s, as sshd sets them.
@@ -135,6 +137,14 @@ pub fn spawn(
 
     // Everything the child needs after fork is prepared here: only async-signal-safe calls
     // (raw syscalls on these values) happen in between fork and exec.
+    // A requested directory must exist (running `rm -rf ./*` in `/` because of a typo is not
+    // a fallback); only an unreachable home falls back to `/`, as sshd does.
+    let requested_dir = program.working_dir.is_some();
+    if let Some(dir) = &program.working_dir
+        && !dir.is_dir()
+    {
+        return Err(SpawnError::NoWorkingDir(dir.clone()));
+    }
     let workdir = program.working_dir.as_deref().unwrap_or(&account.home);
     let workdir = c_path(workdir)?;
     let groups: Vec<libc::gid_t> = account.groups.clone();
@@ -183,8 +193,11 @@ pub fn spawn(
                     return Err(io::Error::from_raw_os_error(libc::EPERM));
                 }
             }
-            // Like sshd: a home that cannot be entered leaves the process in `/`.
             if libc::chdir(workdir.as_ptr()) < 0 {
+                if requested_dir {
+                    return Err(io::Error::last_os_error());
+                }
+                // Like sshd: a home that cannot be entered leaves the process in `/`.
                 libc::chdir(c"/".as_ptr());
             }
             Ok(())

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use consumer::{Delivery, DurableConsumer};
-pub use outbox::{Outbox, OutboxConfig, OutboxError, PendingEvent};
+pub use outbox::{Outbox, OutboxConfig, OutboxError, PendingEvent, Position};
 pub use publisher::{DeliveryConfig, EventPublisher, run_delivery};
 
 /// Version of the envelope and of every payload type; bumped on incompatible change.

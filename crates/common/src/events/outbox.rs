@@ -92,8 +92,15 @@ pub struct PendingEvent {
     pub id: Uuid,
     pub subject: String,
     pub payload: Vec<u8>,
-    /// Offset just past this record: commit it once the event is acknowledged.
-    pub next_offset: u64,
+    /// Where this record ends: commit it once the event is acknowledged.
+    pub next_offset: Position,
+}
+
+/// A place in the outbox: offsets are only comparable within one log generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub generation: u64,
+    pub offset: u64,
 }
 
 struct State {
@@ -215,12 +222,17 @@ impl Outbox {
 
     /// Up to `max` undelivered events, oldest first.
     pub fn peek(&self, max: usize) -> Result<Vec<PendingEvent>, OutboxError> {
-        let state = self.lock();
+        let mut state = self.lock();
+        // Compaction happens here, between batches, never under positions handed out earlier
+        // (a commit from the old generation is ignored, see `commit`).
+        if state.cursor >= self.config.compact_after_bytes {
+            self.compact(&mut state)?;
+        }
         let path = log_path(&self.config.dir, state.generation);
         let mut out = Vec::new();
         let mut offset = state.cursor;
         while offset < state.end && out.len() < max {
-            let (event, next) = read_record(&state.log, offset)
+            let (event, next) = read_record(&state.log, state.generation, offset)
                 .map_err(|e| io(&path, e))?
                 .ok_or_else(|| {
                     io(
@@ -237,10 +249,12 @@ impl Outbox {
         Ok(out)
     }
 
-    /// Marks everything before `offset` as delivered.
-    pub fn commit(&self, offset: u64) -> Result<(), OutboxError> {
+    /// Marks everything before `position` as delivered. Positions of an older generation are
+    /// ignored: compaction has already dropped what they could mark.
+    pub fn commit(&self, position: Position) -> Result<(), OutboxError> {
         let mut state = self.lock();
-        if offset <= state.cursor || offset > state.end {
+        let offset = position.offset;
+        if position.generation != state.generation || offset <= state.cursor || offset > state.end {
             return Ok(());
         }
         write_cursor(
@@ -250,9 +264,6 @@ impl Outbox {
             self.config.fsync,
         )?;
         state.cursor = offset;
-        if state.cursor >= self.config.compact_after_bytes {
-            self.compact(&mut state)?;
-        }
         Ok(())
     }
 
@@ -372,7 +383,7 @@ fn remove_other_generations(dir: &Path, keep: u64) -> Result<(), OutboxError> {
 fn scan_valid_end(log: &File, from: u64, len: u64) -> std::io::Result<u64> {
     let mut offset = from;
     while offset < len {
-        match read_record(log, offset)? {
+        match read_record(log, 0, offset)? {
             Some((_, next)) if next <= len => offset = next,
             _ => break,
         }
@@ -381,7 +392,11 @@ fn scan_valid_end(log: &File, from: u64, len: u64) -> std::io::Result<u64> {
 }
 
 /// Reads the record at `offset`; `None` if it is incomplete or fails its checksum.
-fn read_record(log: &File, offset: u64) -> std::io::Result<Option<(PendingEvent, u64)>> {
+fn read_record(
+    log: &File,
+    generation: u64,
+    offset: u64,
+) -> std::io::Result<Option<(PendingEvent, u64)>> {
     let mut header = [0; HEADER_LEN as usize];
     if let Err(e) = log.read_exact_at(&mut header, offset) {
         return if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -422,7 +437,10 @@ fn read_record(log: &File, offset: u64) -> std::io::Result<Option<(PendingEvent,
             id: Uuid::from_bytes(id),
             subject,
             payload,
-            next_offset,
+            next_offset: Position {
+                generation,
+                offset: next_offset,
+            },
         },
         next_offset,
     )))
@@ -431,6 +449,31 @@ fn read_record(log: &File, offset: u64) -> std::io::Result<Option<(PendingEvent,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commits_of_a_batch_that_spans_the_compaction_threshold_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = outbox(dir.path());
+        let ids: Vec<Uuid> = (0..40).map(|_| crate::ids::new_id()).collect();
+        for id in &ids {
+            ob.append(*id, "k8shell.test.compact", &[b'p'; 30]).unwrap();
+        }
+        // Deliver in batches of 7, as the delivery task does, committing after each event.
+        let mut delivered = Vec::new();
+        loop {
+            let batch = ob.peek(7).unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            for event in batch {
+                delivered.push(event.id);
+                ob.commit(event.next_offset).unwrap();
+            }
+        }
+        assert_eq!(delivered, ids, "every event exactly once, in order");
+        drop(ob);
+        assert!(outbox(dir.path()).peek(100).unwrap().is_empty());
+    }
 
     fn outbox(dir: &Path) -> Outbox {
         let mut config = OutboxConfig::new(dir);
@@ -508,6 +551,8 @@ mod tests {
         }
         let batch = ob.peek(15).unwrap();
         ob.commit(batch[14].next_offset).unwrap();
+        // The next batch is read after compacting the delivered head away.
+        assert_eq!(ob.peek(1).unwrap()[0].id, ids[15]);
         assert!(
             !dir.path().join("outbox-0.log").exists(),
             "old generation removed"

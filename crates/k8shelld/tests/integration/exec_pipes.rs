@@ -97,16 +97,38 @@ async fn the_login_shell_reads_commands_from_stdin() {
 }
 
 #[tokio::test]
-async fn a_missing_working_directory_falls_back_to_root_like_sshd() {
+async fn a_missing_working_directory_is_an_error_not_a_fallback() {
     let daemon = Daemon::start().await;
     let mut client = daemon.client().await;
     let mut request = start("pwd");
     request.working_dir = "/nonexistent/dir".into();
-    let mut exec = Exec::open(&mut client, request).await.unwrap();
-    exec.send(exec_input::Input::StdinEof(Default::default()))
-        .await;
-    assert_eq!(exec.wait().await, Ended::Code(0));
-    assert_eq!(String::from_utf8_lossy(&exec.stdout), "/\n");
+    let status = Exec::open(&mut client, request)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("/nonexistent/dir"), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_terminal_is_not_inherited_by_other_sessions() {
+    let daemon = Daemon::start().await;
+    let mut client = daemon.client().await;
+    let count = "ls /proc/self/fd | wc -l";
+    let (before, _, _) = run(&mut client, count).await;
+    let mut shell = Exec::open(
+        &mut client,
+        crate::harness::with_pty(start("echo ready; exec sleep 100"), 80, 24),
+    )
+    .await
+    .unwrap();
+    shell.read_until("ready").await;
+    // A session started while another's terminal is open gets no descriptor of it.
+    let (during, _, _) = run(&mut client, count).await;
+    assert_eq!(
+        during, before,
+        "descriptors of a session started while a PTY is open"
+    );
 }
 
 #[tokio::test]
@@ -156,4 +178,13 @@ async fn a_slow_reader_holds_the_writer_back() {
         }
     }
     assert_eq!(received, TOTAL, "everything arrives once the reader reads");
+}
+
+#[tokio::test]
+async fn a_background_process_holding_the_output_does_not_hold_the_exec() {
+    let daemon = Daemon::start().await;
+    let mut client = daemon.client().await;
+    // sshd would wait for the background job; k8shelld waits `kill_grace` (2 s here) at most.
+    let (out, _, ended) = run(&mut client, "sleep 60 & echo started").await;
+    assert_eq!((out.as_str(), ended), ("started\n", Ended::Code(0)));
 }
