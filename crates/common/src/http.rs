@@ -86,6 +86,11 @@ async fn send(
         Some("http") => false,
         _ => return Err("URL must start with http:// or https://".to_owned()),
     };
+    if !https && !is_loopback(&host) {
+        return Err(format!(
+            "plain http:// is allowed only to this machine; use https:// (with a CA file) for {host}"
+        ));
+    }
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     let path = uri
         .path_and_query()
@@ -132,6 +137,15 @@ async fn send(
         .map_err(|_| format!("no answer from {url} within {TIMEOUT:?}"))?
 }
 
+/// `localhost`, 127.0.0.0/8 or ::1: where unencrypted HTTP cannot be intercepted.
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn client_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     let certs = rustls_pki_types::CertificateDer::pem_file_iter(ca_file)
@@ -176,6 +190,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn plain_http_is_refused_beyond_loopback() {
+        let err = get("http://identity.example:7011/jwks.json", None)
+            .await
+            .unwrap_err();
+        assert!(err.contains("use https://"), "{err}");
+        assert!(is_loopback("127.0.0.1") && is_loopback("[::1]") && is_loopback("localhost"));
+    }
 
     #[test]
     fn form_values_are_encoded() {

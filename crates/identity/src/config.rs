@@ -79,6 +79,9 @@ pub struct SigningConfig {
     /// A new key signs after this long; the old one stays published while tokens need it.
     #[serde(default = "default_rotate_after", with = "humantime_serde")]
     pub rotate_after: Duration,
+    /// A new key is published this long before it signs (longer than verifiers' JWKS refresh).
+    #[serde(default = "default_publish_ahead", with = "humantime_serde")]
+    pub publish_ahead: Duration,
 }
 
 /// The first administrator.
@@ -115,6 +118,10 @@ fn default_api_token_ttl() -> Duration {
 
 fn default_rotate_after() -> Duration {
     Duration::from_secs(30 * 24 * 3600)
+}
+
+fn default_publish_ahead() -> Duration {
+    Duration::from_secs(600)
 }
 
 fn default_admin_groups() -> Vec<String> {

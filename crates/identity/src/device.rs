@@ -88,6 +88,11 @@ pub async fn begin(
     client_name: &str,
     lifetime: Duration,
 ) -> Result<DeviceLogin, DeviceError> {
+    // Abandoned logins are removed as new ones begin: the table cannot grow without bound.
+    sqlx::query("DELETE FROM device_logins WHERE expires_at < now() - interval '1 hour'")
+        .execute(store.pool())
+        .await
+        .map_err(StoreError::from)?;
     let device_code = URL_SAFE_NO_PAD.encode(random(32)?);
     // A clash of user codes is possible (20^8); try a few.
     for _ in 0..5 {

@@ -80,13 +80,17 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), Error> {
 pub async fn serve(config: Config, listeners: Listeners, shutdown: Shutdown) -> Result<(), Error> {
     let pool = k8shell_common::db::connect(&config.database, "identity", &MIGRATOR).await?;
     let store = Store::new(pool);
+    // A retired key stays published as long as any token it signed may live, plus the clock
+    // leeway of verifiers.
     let publish_for = config
         .session_token_max_ttl
-        .max(std::time::Duration::from_secs(3600));
+        .max(config.access_token_max_ttl)
+        + std::time::Duration::from_secs(k8shell_common::jwt::LEEWAY_SECONDS.unsigned_abs());
     let keys = Arc::new(KeyRing::open(
         &config.signing.key_dir,
         config.signing.rotate_after,
         publish_for,
+        config.signing.publish_ahead,
     )?);
     if let Some(admin) = &config.bootstrap_admin {
         bootstrap(&store, admin).await?;

@@ -153,6 +153,11 @@ impl Oidc {
     /// Records a new login attempt and returns the provider URL to send the browser to.
     pub async fn begin(&self, store: &Store) -> Result<(String, String), LoginError> {
         let discovery = self.discovery().await?;
+        // Abandoned logins are removed as new ones begin: the table cannot grow without bound.
+        sqlx::query("DELETE FROM login_attempts WHERE expires_at < now() - interval '1 hour'")
+            .execute(store.pool())
+            .await
+            .map_err(StoreError::from)?;
         let state = random_token(24)?;
         let nonce = random_token(24)?;
         let verifier = random_token(32)?;
@@ -265,7 +270,8 @@ impl Oidc {
                 created: false,
             });
         }
-        if !self.onboarding_allows(&email, &groups) {
+        let verified = claims.claims.get("email_verified") == Some(&serde_json::Value::Bool(true));
+        if !self.onboarding_allows(&email, verified, &groups) {
             let who = if email.is_empty() {
                 claims.subject.clone()
             } else {
@@ -274,8 +280,15 @@ impl Oidc {
             tracing::info!(%who, "first login refused by the onboarding rules");
             return Err(LoginError::NotOnboarded(who));
         }
-        let user = self.create(store, claims, &name, &email, &groups).await?;
-        store.link(&claims.issuer, &claims.subject, user.id).await?;
+        let user = match self.create(store, claims, &name, &email, &groups).await {
+            Ok(user) => user,
+            // The same person's first login finished concurrently: use that account.
+            Err(LoginError::Store(StoreError::AlreadyLinked)) => store
+                .user_by_link(&claims.issuer, &claims.subject)
+                .await?
+                .ok_or(StoreError::NoSuchUser)?,
+            Err(e) => return Err(e),
+        };
         let user = store.record_login(user.id, &name, &email, &groups).await?;
         tracing::info!(user = %user.username, issuer = %claims.issuer, "new user from the OpenID provider");
         Ok(LoggedIn {
@@ -284,14 +297,17 @@ impl Oidc {
         })
     }
 
-    fn onboarding_allows(&self, email: &str, groups: &[String]) -> bool {
+    /// An email domain counts only when the provider says the address is verified: anyone can
+    /// type `x@corp.com` into a self-service sign-up.
+    fn onboarding_allows(&self, email: &str, email_verified: bool, groups: &[String]) -> bool {
         let domain = email.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
-        let by_domain = domain.is_some_and(|d| {
-            self.config
-                .allowed_email_domains
-                .iter()
-                .any(|allowed| allowed.eq_ignore_ascii_case(&d))
-        });
+        let by_domain = email_verified
+            && domain.is_some_and(|d| {
+                self.config
+                    .allowed_email_domains
+                    .iter()
+                    .any(|allowed| allowed.eq_ignore_ascii_case(&d))
+            });
         let by_group = groups
             .iter()
             .any(|g| self.config.allowed_groups.contains(g));
@@ -324,7 +340,17 @@ impl Oidc {
                 let keep = 32 - suffix.len();
                 format!("{}{suffix}", &base[..base.len().min(keep)])
             };
-            match store.create_user(&candidate, name, email, groups).await {
+            match store
+                .create_linked_user(
+                    &candidate,
+                    name,
+                    email,
+                    groups,
+                    &claims.issuer,
+                    &claims.subject,
+                )
+                .await
+            {
                 Ok(user) => return Ok(user),
                 Err(StoreError::UsernameTaken(_)) => continue,
                 Err(e) => return Err(e.into()),

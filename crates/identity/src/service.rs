@@ -118,7 +118,7 @@ impl From<StoreError> for Status {
                 Status::not_found(error.to_string())
             }
             StoreError::InvalidUsername(_) => Status::invalid_argument(error.to_string()),
-            StoreError::UsernameTaken(_) | StoreError::KeyTaken(_) => {
+            StoreError::UsernameTaken(_) | StoreError::KeyTaken(_) | StoreError::AlreadyLinked => {
                 Status::already_exists(error.to_string())
             }
             StoreError::Database(e) => {

@@ -33,6 +33,8 @@ pub struct KeyRing {
     rotate_after: Duration,
     /// How long a retired key stays published: the longest token lifetime.
     publish_for: Duration,
+    /// How long a new key is published before it signs, so that verifiers have fetched it.
+    publish_ahead: Duration,
     keys: RwLock<Vec<Key>>,
 }
 
@@ -50,6 +52,7 @@ impl KeyRing {
         dir: &Path,
         rotate_after: Duration,
         publish_for: Duration,
+        publish_ahead: Duration,
     ) -> Result<Self, SigningError> {
         let io = |source| SigningError::Io {
             path: dir.to_owned(),
@@ -89,6 +92,7 @@ impl KeyRing {
             dir: dir.to_owned(),
             rotate_after,
             publish_for,
+            publish_ahead,
             keys: RwLock::new(keys),
         };
         ring.rotate_if_due()?;
@@ -131,9 +135,16 @@ impl KeyRing {
         Ok(kid)
     }
 
-    /// The key that signs now.
+    /// The key that signs now: the newest one published for at least `publish_ahead`, or the
+    /// oldest one while none is (a fresh installation signs with its first key at once).
     pub fn active(&self) -> Option<Arc<JwtSigner>> {
-        self.read().last().map(|k| Arc::clone(&k.signer))
+        let keys = self.read();
+        let now = k8shell_common::clock::now();
+        keys.iter()
+            .rev()
+            .find(|k| now - k.created >= self.publish_ahead)
+            .or_else(|| keys.first())
+            .map(|k| Arc::clone(&k.signer))
     }
 
     /// The published keys.
@@ -146,9 +157,12 @@ impl KeyRing {
     /// Drops keys retired longer ago than any token lives.
     fn prune(&self, now: OffsetDateTime) {
         let mut keys = self.write();
-        // A key is retired when its successor was created.
+        // A key is retired when its successor starts signing.
         let retired_at: Vec<Option<OffsetDateTime>> = (0..keys.len())
-            .map(|i| keys.get(i + 1).map(|next| next.created))
+            .map(|i| {
+                keys.get(i + 1)
+                    .map(|next| next.created + self.publish_ahead)
+            })
             .collect();
         let mut index = 0;
         keys.retain(|key| {
@@ -224,7 +238,13 @@ mod tests {
     fn rotation_keeps_old_tokens_valid_and_signs_with_the_new_key() {
         let dir = tempfile::tempdir().unwrap();
         let day = Duration::from_secs(86_400);
-        let ring = KeyRing::open(dir.path(), day * 30, Duration::from_secs(3600)).unwrap();
+        let ring = KeyRing::open(
+            dir.path(),
+            day * 30,
+            Duration::from_secs(3600),
+            Duration::ZERO,
+        )
+        .unwrap();
         let old = ring.active().unwrap().sign(&claims()).unwrap();
         assert_eq!(ring.jwks().keys.len(), 1);
 
@@ -249,15 +269,45 @@ mod tests {
         );
 
         // The key files survive a restart; a fresh ring is not rotated again.
-        let reopened = KeyRing::open(dir.path(), day * 30, Duration::from_secs(3600)).unwrap();
+        let reopened = KeyRing::open(
+            dir.path(),
+            day * 30,
+            Duration::from_secs(3600),
+            Duration::ZERO,
+        )
+        .unwrap();
         assert_eq!(reopened.jwks(), jwks);
         assert_eq!(reopened.active().unwrap().jwk().kid, new_kid);
     }
 
     #[test]
+    fn a_new_key_is_published_before_it_signs() {
+        let dir = tempfile::tempdir().unwrap();
+        let hour = Duration::from_secs(3600);
+        let ring = KeyRing::open(dir.path(), hour * 720, hour, Duration::from_secs(600)).unwrap();
+        let first = ring.active().unwrap().jwk().kid;
+        let next = ring.rotate().unwrap();
+        assert!(
+            ring.jwks().keys.iter().any(|k| k.kid == next),
+            "published at once"
+        );
+        assert_eq!(
+            ring.active().unwrap().jwk().kid,
+            first,
+            "but not signing yet"
+        );
+    }
+
+    #[test]
     fn keys_retired_longer_than_any_token_lives_are_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let ring = KeyRing::open(dir.path(), Duration::from_secs(86_400), Duration::ZERO).unwrap();
+        let ring = KeyRing::open(
+            dir.path(),
+            Duration::from_secs(86_400),
+            Duration::ZERO,
+            Duration::ZERO,
+        )
+        .unwrap();
         ring.rotate().unwrap();
         ring.rotate_if_due().unwrap();
         assert_eq!(

@@ -89,6 +89,8 @@ pub enum StoreError {
     NoSuchKey(String),
     #[error("no such token")]
     NoSuchToken,
+    #[error("this provider account is already linked to a user")]
+    AlreadyLinked,
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -153,15 +155,49 @@ impl Store {
         Ok(row.map(|r| user_from_row(&r)).transpose()?)
     }
 
-    /// Links an OpenID provider's subject to a user.
-    pub async fn link(&self, issuer: &str, subject: &str, user: Uuid) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO oidc_links (issuer, subject, user_id) VALUES ($1, $2, $3)")
-            .bind(issuer)
-            .bind(subject)
-            .bind(user)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// Creates a user linked to an OpenID provider's subject, both or neither.
+    pub async fn create_linked_user(
+        &self,
+        username: &str,
+        display_name: &str,
+        email: &str,
+        groups: &[String],
+        issuer: &str,
+        subject: &str,
+    ) -> Result<User, StoreError> {
+        if !valid_username(username) {
+            return Err(StoreError::InvalidUsername(username.to_owned()));
+        }
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO users (id, username, display_name, email, groups) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (username) DO NOTHING RETURNING {USER_COLUMNS}"
+        )))
+        .bind(k8shell_common::ids::new_id())
+        .bind(username)
+        .bind(display_name)
+        .bind(email)
+        .bind(groups)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Err(StoreError::UsernameTaken(username.to_owned()));
+        };
+        let user = user_from_row(&row)?;
+        let linked = sqlx::query(
+            "INSERT INTO oidc_links (issuer, subject, user_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(issuer)
+        .bind(subject)
+        .bind(user.id)
+        .execute(&mut *tx)
+        .await?;
+        if linked.rows_affected() == 0 {
+            // Dropping the transaction rolls the new user back.
+            return Err(StoreError::AlreadyLinked);
+        }
+        tx.commit().await?;
+        Ok(user)
     }
 
     /// Records a login: profile and groups as the provider says now, and the time.

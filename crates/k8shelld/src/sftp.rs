@@ -404,6 +404,14 @@ impl russh_sftp::server::Handler for FsHandler {
         if let Some(size) = attrs.size {
             file.set_len(size).await.map_err(io_error)?;
         }
+        // `sftp put -p` and `scp -p` preserve times through the open handle.
+        if let (Some(atime), Some(mtime)) = (attrs.atime, attrs.mtime) {
+            let times = std::fs::FileTimes::new()
+                .set_accessed(std::time::UNIX_EPOCH + std::time::Duration::from_secs(atime.into()))
+                .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime.into()));
+            let std_file = file.try_clone().await.map_err(io_error)?.into_std().await;
+            std_file.set_times(times).map_err(io_error)?;
+        }
         Ok(ok(id))
     }
 

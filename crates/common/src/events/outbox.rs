@@ -41,6 +41,14 @@ pub struct OutboxConfig {
     /// Delivered bytes that trigger compaction of the log.
     #[serde(default = "default_compact_after")]
     pub compact_after_bytes: u64,
+    /// Largest event accepted: NATS refuses payloads above its `max_payload` (1 MiB by
+    /// default), and one event it always refuses would block every event behind it.
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
+}
+
+fn default_max_event_bytes() -> usize {
+    1024 * 1024
 }
 
 fn default_max_bytes() -> u64 {
@@ -63,6 +71,7 @@ impl OutboxConfig {
             max_bytes: default_max_bytes(),
             fsync: default_fsync(),
             compact_after_bytes: default_compact_after(),
+            max_event_bytes: default_max_event_bytes(),
         }
     }
 }
@@ -80,7 +89,9 @@ pub enum OutboxError {
          for too long; the event was not accepted"
     )]
     Full { pending: u64, max: u64 },
-    #[error("event too large for the outbox: {0} bytes")]
+    #[error(
+        "event too large: {0} bytes (NATS takes 1 MiB by default; raise max_event_bytes only with the server's max_payload)"
+    )]
     TooLarge(usize),
     #[error("subject too long: {0} bytes")]
     SubjectTooLong(usize),
@@ -175,6 +186,9 @@ impl Outbox {
 
     /// Appends an event. Once this returns `Ok` the event is on disk and will be delivered.
     pub fn append(&self, id: Uuid, subject: &str, payload: &[u8]) -> Result<(), OutboxError> {
+        if payload.len() > self.config.max_event_bytes {
+            return Err(OutboxError::TooLarge(payload.len()));
+        }
         let subject_len =
             u16::try_from(subject.len()).map_err(|_| OutboxError::SubjectTooLong(subject.len()))?;
         let body_len = FIXED_BODY_LEN + subject.len() + payload.len();
@@ -539,6 +553,17 @@ mod tests {
         let first = ob.peek(1).unwrap();
         ob.commit(first[0].next_offset).unwrap();
         ob.append(crate::ids::new_id(), "s", &[b'x'; 40]).unwrap();
+    }
+
+    #[test]
+    fn an_event_nats_would_refuse_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = outbox(dir.path());
+        let err = ob
+            .append(crate::ids::new_id(), "s", &vec![b'x'; 2 << 20])
+            .unwrap_err();
+        assert!(matches!(err, OutboxError::TooLarge(_)), "{err}");
+        assert_eq!(ob.pending_bytes(), 0, "nothing was queued behind it");
     }
 
     #[test]

@@ -94,6 +94,7 @@ impl Identity {
             signing: SigningConfig {
                 key_dir: dir.path().join("signing"),
                 rotate_after: Duration::from_secs(30 * 24 * 3600),
+                publish_ahead: Duration::from_secs(600),
             },
             session_token_max_ttl: Duration::from_secs(900),
             access_token_max_ttl: Duration::from_secs(8 * 3600),

@@ -18,7 +18,8 @@ fn accounts() -> serde_json::Value {
             "preferred_username": "Alice", "groups": ["dev", "admins"]
         },
         "mallory": { "email": "mallory@elsewhere.org", "groups": ["outsiders"] },
-        "carol": { "email": "carol@agency.net", "preferred_username": "carol", "groups": ["contractors"] }
+        "carol": { "email": "carol@agency.net", "preferred_username": "carol", "groups": ["contractors"] },
+        "eve": { "email": "eve@example.com", "email_verified": false, "groups": [] }
     })
 }
 
@@ -185,6 +186,18 @@ async fn only_allowed_domains_and_groups_are_onboarded() {
         )
         .unwrap();
     assert_eq!(count, "0", "a refused login creates nothing");
+
+    // The right domain, but the provider has not verified the address.
+    let (state, code) = authorize(&identity, "eve").await;
+    let refused = client
+        .complete_login(CompleteLoginRequest { state, code })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::PermissionDenied,
+        "unverified email"
+    );
 
     // Another domain, but an allowed group.
     let (state, code) = authorize(&identity, "carol").await;
