@@ -11,6 +11,13 @@ pub mod types {
     }
 }
 
+/// `k8shell.authz.v1`: access decisions.
+pub mod authz {
+    pub mod v1 {
+        tonic::include_proto!("k8shell.authz.v1");
+    }
+}
+
 /// `k8shell.identity.v1`: users, keys, tokens, JWTs.
 pub mod identity {
     pub mod v1 {
