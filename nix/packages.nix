@@ -22,6 +22,7 @@ let
   binaries = {
     k8shelld = { crate = "crates/k8shelld"; package = "k8shell-k8shelld"; };
     k8shell-identity = { crate = "crates/identity"; package = "k8shell-identity"; };
+    k8shell-authz = { crate = "crates/authz"; package = "k8shell-authz"; };
   };
 
   buildBinary = name: { package, ... }:
