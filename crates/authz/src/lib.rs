@@ -1,6 +1,7 @@
 //! authz: deny-by-default Rego policies, evaluated with regorus, every decision logged.
 
 pub mod bundle;
+pub mod client;
 mod config;
 pub mod decide;
 pub mod reload;

@@ -31,6 +31,8 @@ fn copy_bundle(to: &Path) {
 struct Authz {
     pg: Postgres,
     nats: Nats,
+    ca: LocalCa,
+    port: u16,
     dir: tempfile::TempDir,
     client: AuthzClient<Channel>,
     shutdown: Shutdown,
@@ -95,6 +97,8 @@ async fn start() -> Authz {
     Authz {
         pg,
         nats,
+        ca,
+        port,
         dir,
         client,
         shutdown,
@@ -356,4 +360,82 @@ fn the_test_command_reports_failing_rules_and_exits_1() {
         "{}",
         String::from_utf8_lossy(&failed.stderr)
     );
+}
+
+#[tokio::test]
+async fn the_client_caches_only_what_the_policy_marks_cacheable_and_denies_when_unreachable() {
+    let authz = start().await;
+    let port = authz.port;
+    let tls = ReloadingTls::load(
+        authz
+            .ca
+            .issue_files(&authz.dir.path().join("api"), "api", &[])
+            .unwrap(),
+    )
+    .unwrap();
+    let channel =
+        k8shell_common::grpc::mtls_channel(&format!("https://localhost:{port}"), &tls).unwrap();
+    let client = k8shell_authz::client::AuthzClient::new(channel, Duration::from_secs(60));
+    let input = json!({"v": 1, "user": {"username": "root", "groups": ["admins"]}, "endpoint": "users.list"});
+    let count = |pg: &Postgres| {
+        pg.psql(
+            "k8shell",
+            "SELECT count(*) FROM authz.decisions WHERE domain = 'api'",
+        )
+        .unwrap()
+    };
+
+    // Not cacheable (the default): every check is decided and logged.
+    let before = count(&authz.pg);
+    assert!(client.check("api", &input).await.allow);
+    let second = client.check("api", &input).await;
+    assert!(second.allow && !second.cached);
+    assert_eq!(
+        count(&authz.pg).parse::<i64>().unwrap(),
+        before.parse::<i64>().unwrap() + 2
+    );
+
+    // A policy that marks api decisions cacheable: the second answer is local.
+    let policy = authz.dir.path().join("bundle/api.rego");
+    let text = std::fs::read_to_string(&policy)
+        .unwrap()
+        .replace("\"cacheable\": false", "\"cacheable\": true");
+    std::fs::write(&policy, text).unwrap();
+    let mut first = client.check("api", &input).await;
+    for _ in 0..500 {
+        if first.document["cacheable"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        first = client.check("api", &input).await;
+    }
+    assert_eq!(
+        first.document["cacheable"], true,
+        "the new bundle was picked up"
+    );
+    let logged = count(&authz.pg);
+    let again = client.check("api", &input).await;
+    assert!(again.allow && again.cached);
+    assert_eq!(
+        count(&authz.pg),
+        logged,
+        "a cached answer is not decided again"
+    );
+
+    // Unknown domain: a deny carrying authz's reason.
+    let bad = client.check("deploy", &input).await;
+    assert!(!bad.allow && bad.reasons[0].contains("unknown domain"));
+
+    // authz gone: deny, with a reason, not an error.
+    authz.shutdown.trigger();
+    let mut verdict = client.check("ssh", &input).await;
+    for _ in 0..500 {
+        if verdict.decision_id.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        verdict = client.check("ssh", &input).await;
+    }
+    assert!(!verdict.allow);
+    assert!(verdict.reasons[0].contains("unavailable"), "{verdict:?}");
 }
