@@ -67,11 +67,16 @@ async fn main() {
         reload_every: Duration::from_secs(60),
         nats: None,
         outbox: None,
+        metrics_listen: None,
         telemetry: Default::default(),
     };
     let shutdown = Shutdown::new();
     let stop = shutdown.clone();
-    tokio::spawn(async move { k8shell_authz::serve(config, listener, stop).await.unwrap() });
+    let listeners = k8shell_authz::Listeners {
+        grpc: listener,
+        metrics: None,
+    };
+    tokio::spawn(async move { k8shell_authz::serve(config, listeners, stop).await.unwrap() });
     let tls = ReloadingTls::load(
         ca.issue_files(&dir.path().join("c"), "ssh-proxy", &[])
             .unwrap(),

@@ -29,6 +29,9 @@ pub struct Config {
     /// Where events wait while NATS is away (required with `nats`).
     #[serde(default)]
     pub outbox: Option<OutboxConfig>,
+    /// Where `/metrics` is served (Prometheus), if anywhere.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
 }

@@ -50,20 +50,54 @@ pub enum Error {
     Serve(#[from] tonic::transport::Error),
 }
 
-/// Binds the configured listener and serves until `shutdown`.
-pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), Error> {
-    let listener = TcpListener::bind(config.grpc.listen)
-        .await
-        .map_err(|source| Error::Listen {
-            what: config.grpc.listen.to_string(),
-            source,
-        })?;
-    serve(config, listener, shutdown).await
+/// The listeners, bound by the caller (tests bind port 0).
+#[derive(Debug)]
+pub struct Listeners {
+    pub grpc: TcpListener,
+    /// `/metrics`, if served.
+    pub metrics: Option<TcpListener>,
 }
 
-/// Serves on `listener` until `shutdown`.
-pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
+/// Binds the configured listeners and serves until `shutdown`.
+pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), Error> {
+    let bind = |addr: std::net::SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Listen {
+                what: addr.to_string(),
+                source,
+            })
+    };
+    let grpc = bind(config.grpc.listen).await?;
+    let metrics = match config.metrics_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    serve(config, Listeners { grpc, metrics }, shutdown).await
+}
+
+/// Serves on `listeners` until `shutdown`.
+pub async fn serve(config: Config, listeners: Listeners, shutdown: Shutdown) -> Result<(), Error> {
+    let listener = listeners.grpc;
     let policies = PolicySource::load(config.bundle_dir.clone())?;
+    if let Some(metrics_listener) = listeners.metrics {
+        let metrics = k8shell_common::telemetry::Metrics::new("authz");
+        metrics.register(
+            "policy_bundles_refused",
+            "Policy bundles refused at reload (they failed to parse or their tests failed)",
+            policies.refused.clone(),
+        );
+        let router = metrics.router();
+        let stop = shutdown.token();
+        tokio::spawn(async move {
+            let served = axum::serve(metrics_listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "metrics listener failed");
+            }
+        });
+    }
     let pool = k8shell_common::db::connect(&config.database, "authz", &MIGRATOR).await?;
     let stop = shutdown.token();
     policies.watch(config.reload_every, stop.clone());

@@ -33,6 +33,7 @@ struct Authz {
     nats: Nats,
     ca: LocalCa,
     port: u16,
+    metrics_port: u16,
     dir: tempfile::TempDir,
     client: AuthzClient<Channel>,
     shutdown: Shutdown,
@@ -67,11 +68,18 @@ async fn start() -> Authz {
         reload_every: Duration::from_millis(50),
         nats: Some(NatsConfig { url: nats.url() }),
         outbox: Some(outbox),
+        metrics_listen: None,
         telemetry: Default::default(),
     };
     let shutdown = Shutdown::new();
     let stop = shutdown.clone();
-    tokio::spawn(async move { k8shell_authz::serve(config, listener, stop).await.unwrap() });
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_port = metrics.local_addr().unwrap().port();
+    let listeners = k8shell_authz::Listeners {
+        grpc: listener,
+        metrics: Some(metrics),
+    };
+    tokio::spawn(async move { k8shell_authz::serve(config, listeners, stop).await.unwrap() });
     let tls = ReloadingTls::load(
         ca.issue_files(&dir.path().join("proxy"), "ssh-proxy", &[])
             .unwrap(),
@@ -99,6 +107,7 @@ async fn start() -> Authz {
         nats,
         ca,
         port,
+        metrics_port,
         dir,
         client,
         shutdown,
@@ -438,4 +447,37 @@ async fn the_client_caches_only_what_the_policy_marks_cacheable_and_denies_when_
     }
     assert!(!verdict.allow);
     assert!(verdict.reasons[0].contains("unavailable"), "{verdict:?}");
+}
+
+#[tokio::test]
+async fn a_refused_bundle_is_counted_on_the_metrics_endpoint() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let authz = start().await;
+    std::fs::write(
+        authz.dir.path().join("bundle/broken.rego"),
+        "package k8shell.broken\nallow if {\n",
+    )
+    .unwrap();
+    let scrape = || async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", authz.metrics_port))
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await.unwrap();
+        text
+    };
+    for _ in 0..500 {
+        if scrape()
+            .await
+            .contains("k8shell_authz_policy_bundles_refused_total 1")
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the refused bundle was never counted:\n{}", scrape().await);
 }
