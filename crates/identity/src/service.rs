@@ -62,16 +62,7 @@ impl From<DeviceError> for Status {
 impl IdentityService {
     /// An access token for the REST API and console.
     fn issue_access(&self, user: &User, ttl: Duration) -> Result<pb::IssuedToken, Status> {
-        if user.state != UserState::Active {
-            return Err(Status::permission_denied(format!(
-                "user {} is suspended",
-                user.username
-            )));
-        }
-        let signer = self
-            .keys
-            .active()
-            .ok_or_else(|| Status::unavailable("no signing key"))?;
+        must_be_active(user)?;
         let now = k8shell_common::clock::now();
         let expires_at = now + ttl;
         let claims = k8shell_common::jwt::AccessClaims {
@@ -84,13 +75,38 @@ impl IdentityService {
             exp: expires_at.unix_timestamp(),
             jti: k8shell_common::ids::new_id(),
         };
+        self.sign(&claims, expires_at)
+    }
+
+    /// Signs `claims` with the active key.
+    fn sign(
+        &self,
+        claims: &impl serde::Serialize,
+        expires_at: OffsetDateTime,
+    ) -> Result<pb::IssuedToken, Status> {
+        let signer = self
+            .keys
+            .active()
+            .ok_or_else(|| Status::unavailable("no signing key"))?;
         let token = signer
-            .sign(&claims)
+            .sign(claims)
             .map_err(|e| Status::internal(e.to_string()))?;
         Ok(pb::IssuedToken {
             token,
             expires_at: Some(timestamp(expires_at)),
         })
+    }
+}
+
+/// Tokens are issued to active users only.
+fn must_be_active(user: &User) -> Result<(), Status> {
+    if user.state == UserState::Active {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!(
+            "user {} is suspended",
+            user.username
+        )))
     }
 }
 
@@ -406,16 +422,7 @@ impl Identity for IdentityService {
             "session token",
         )?;
         let user = self.store.user(&user_ref(request.user)?).await?;
-        if user.state != UserState::Active {
-            return Err(Status::permission_denied(format!(
-                "user {} is suspended",
-                user.username
-            )));
-        }
-        let signer = self
-            .keys
-            .active()
-            .ok_or_else(|| Status::unavailable("no signing key"))?;
+        must_be_active(&user)?;
         let now = k8shell_common::clock::now();
         let expires_at = now + ttl;
         let claims = SessionClaims {
@@ -429,13 +436,7 @@ impl Identity for IdentityService {
             exp: expires_at.unix_timestamp(),
             jti: Some(k8shell_common::ids::new_id()),
         };
-        let token = signer
-            .sign(&claims)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(pb::IssuedToken {
-            token,
-            expires_at: Some(timestamp(expires_at)),
-        }))
+        Ok(Response::new(self.sign(&claims, expires_at)?))
     }
 
     async fn begin_login(
