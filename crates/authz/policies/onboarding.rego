@@ -14,8 +14,10 @@ default domain := ""
 
 domain := lower(split(input.email, "@")[1]) if contains(input.email, "@")
 
+# Only a verified address counts: anyone can type x@corp.com into a self-service sign-up.
 by_domain if {
 	version_ok
+	input.email_verified == true
 	some allowed in cfg.allowed_email_domains
 	lower(allowed) == domain
 }

@@ -5,7 +5,11 @@ import rego.v1
 import data.k8shell.onboarding
 
 test_allowed_domain if {
-	onboarding.decision.allow with input as {"v": 1, "email": "alice@Example.com", "groups": []}
+	onboarding.decision.allow with input as {"v": 1, "email": "alice@Example.com", "email_verified": true, "groups": []}
+}
+
+test_unverified_domain_denied if {
+	not onboarding.decision.allow with input as {"v": 1, "email": "alice@example.com", "email_verified": false, "groups": []}
 }
 
 test_allowed_group if {

@@ -130,7 +130,7 @@ async fn every_domain_allows_and_denies_through_grpc() {
     let cases = [
         (
             "onboarding",
-            json!({"v": 1, "email": "a@example.com", "groups": []}),
+            json!({"v": 1, "email": "a@example.com", "email_verified": true, "groups": []}),
             json!({"v": 1, "email": "a@evil.org", "groups": []}),
         ),
         (
@@ -211,7 +211,7 @@ async fn bad_requests_are_invalid_arguments_that_say_why() {
 #[tokio::test]
 async fn every_decision_is_logged_without_secrets_in_postgres_and_on_nats() {
     let mut authz = start().await;
-    let input = json!({"v": 1, "email": "a@example.com", "groups": [], "id_token": "eyJ-secret"});
+    let input = json!({"v": 1, "email": "a@example.com", "email_verified": true, "groups": [], "id_token": "eyJ-secret"});
     let decision = authz
         .client
         .check(check("onboarding", input))
@@ -267,7 +267,7 @@ async fn every_decision_is_logged_without_secrets_in_postgres_and_on_nats() {
 #[tokio::test]
 async fn a_changed_bundle_is_picked_up_without_restart() {
     let mut authz = start().await;
-    let input = json!({"v": 1, "email": "a@newco.io", "groups": []});
+    let input = json!({"v": 1, "email": "a@newco.io", "email_verified": true, "groups": []});
     let before = authz
         .client
         .check(check("onboarding", input.clone()))
