@@ -41,6 +41,10 @@ pub struct Config {
     /// Longest lifetime of a personal API token.
     #[serde(default = "default_api_token_ttl", with = "humantime_serde")]
     pub api_token_max_ttl: Duration,
+    /// authz (`https://authz:7002`): when set, its `onboarding` decision admits first-time users
+    /// instead of the allow-lists in `oidc`. identity's own certificate is presented.
+    #[serde(default)]
+    pub authz_uri: Option<String>,
     /// Login through the organisation's OpenID provider.
     #[serde(default)]
     pub oidc: Option<crate::oidc::OidcConfig>,

@@ -100,8 +100,17 @@ pub async fn serve(config: Config, listeners: Listeners, shutdown: Shutdown) -> 
     tls.watch(std::time::Duration::from_secs(10), stop.clone());
     spawn_rotation(Arc::clone(&keys), stop.clone());
 
+    let authz = match &config.authz_uri {
+        Some(uri) => Some(Arc::new(k8shell_authz::client::AuthzClient::new(
+            k8shell_common::grpc::mtls_channel(uri, &tls)?,
+            std::time::Duration::from_secs(60),
+        ))),
+        None => None,
+    };
     let oidc = match config.oidc.clone() {
-        Some(oidc) => Some(Arc::new(oidc::Oidc::new(oidc).map_err(Error::Bootstrap)?)),
+        Some(oidc) => Some(Arc::new(
+            oidc::Oidc::new(oidc, authz).map_err(Error::Bootstrap)?,
+        )),
         None => None,
     };
     let service = IdentityService {

@@ -1,6 +1,7 @@
 //! Login through the organisation's OpenID provider: authorization code + PKCE (S256), discovery,
 //! ID-token validation (signature, issuer, audience, nonce, lifetime), groups from a claim, and
-//! onboarding of first-time users (an allow-list until authz decides it).
+//! onboarding of first-time users (authz's `onboarding` decision, or the allow-lists of the
+//! config where no authz is configured).
 
 use std::time::Duration;
 
@@ -93,6 +94,8 @@ pub struct Oidc {
     config: OidcConfig,
     secret: Secret,
     discovery: OnceCell<Discovery>,
+    /// Decides onboarding when set; else the allow-lists of the config do.
+    authz: Option<std::sync::Arc<k8shell_authz::client::AuthzClient>>,
 }
 
 /// The outcome of a completed login.
@@ -111,8 +114,12 @@ fn random_token(bytes: usize) -> Result<String, LoginError> {
 }
 
 impl Oidc {
-    /// The flow for `config`; the provider is contacted at the first login.
-    pub fn new(config: OidcConfig) -> Result<Self, String> {
+    /// The flow for `config`; the provider is contacted at the first login. With `authz`,
+    /// first-time users are admitted by its `onboarding` decision.
+    pub fn new(
+        config: OidcConfig,
+        authz: Option<std::sync::Arc<k8shell_authz::client::AuthzClient>>,
+    ) -> Result<Self, String> {
         let secret = k8shell_common::config::resolve_secret(
             config.client_secret.as_ref(),
             config.client_secret_file.as_ref(),
@@ -124,6 +131,7 @@ impl Oidc {
             config,
             secret,
             discovery: OnceCell::new(),
+            authz,
         })
     }
 
@@ -271,14 +279,32 @@ impl Oidc {
             });
         }
         let verified = claims.claims.get("email_verified") == Some(&serde_json::Value::Bool(true));
-        if !self.onboarding_allows(&email, verified, &groups) {
-            let who = if email.is_empty() {
-                claims.subject.clone()
-            } else {
-                email
-            };
-            tracing::info!(%who, "first login refused by the onboarding rules");
-            return Err(LoginError::NotOnboarded(who));
+        let who = if email.is_empty() {
+            claims.subject.clone()
+        } else {
+            email.clone()
+        };
+        match &self.authz {
+            Some(authz) => {
+                let input = serde_json::json!({
+                    "v": 1, "email": email, "email_verified": verified,
+                    "groups": groups, "issuer": claims.issuer,
+                });
+                let verdict = authz.check("onboarding", &input).await;
+                if !verdict.allow {
+                    tracing::info!(%who, decision = %verdict.decision_id, "first login refused by policy");
+                    return Err(LoginError::NotOnboarded(format!(
+                        "{who} ({})",
+                        verdict.reasons.join("; ")
+                    )));
+                }
+            }
+            None => {
+                if !self.onboarding_allows(&email, verified, &groups) {
+                    tracing::info!(%who, "first login refused by the onboarding rules");
+                    return Err(LoginError::NotOnboarded(who));
+                }
+            }
         }
         let user = match self.create(store, claims, &name, &email, &groups).await {
             Ok(user) => user,

@@ -61,13 +61,24 @@ impl Identity {
     pub async fn start_with(
         oidc: impl FnOnce(&std::path::Path) -> Option<k8shell_identity::oidc::OidcConfig>,
     ) -> Self {
+        Self::start_full(oidc, None).await
+    }
+
+    /// identity whose certificates come from `authz`'s CA, asking that authz at `uri`.
+    pub async fn start_full(
+        oidc: impl FnOnce(&std::path::Path) -> Option<k8shell_identity::oidc::OidcConfig>,
+        authz: Option<(LocalCa, String)>,
+    ) -> Self {
         install_crypto_provider();
         // Logs of the service under test, shown when a test fails.
         let _already = k8shell_common::telemetry::init("identity-test", &Default::default());
         let pg = Postgres::start().unwrap();
         let url = pg.create_database("k8shell").unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let ca = LocalCa::generate("test CA").unwrap();
+        let (ca, authz_uri) = match authz {
+            Some((ca, uri)) => (ca, Some(uri)),
+            None => (LocalCa::generate("test CA").unwrap(), None),
+        };
         let tls = ca
             .issue_files(&dir.path().join("identity-tls"), "identity", &["localhost"])
             .unwrap();
@@ -81,6 +92,7 @@ impl Identity {
         );
         let oidc = oidc(dir.path());
         let config = Config {
+            authz_uri,
             oidc,
             database: DatabaseConfig::new(url),
             grpc: GrpcConfig {

@@ -24,30 +24,40 @@ fn accounts() -> serde_json::Value {
 }
 
 async fn start() -> (OidcProvider, Identity) {
+    start_asking(None).await
+}
+
+/// With `authz`, identity asks that authz (sharing the CA) whether newcomers may sign up.
+async fn start_asking(
+    authz: Option<(k8shell_common::tls::LocalCa, String)>,
+) -> (OidcProvider, Identity) {
     let provider = OidcProvider::start(&[CALLBACK], &accounts()).unwrap();
     let (issuer, client_id, secret) = (
         provider.issuer.clone(),
         provider.client_id.clone(),
         provider.client_secret.clone(),
     );
-    let identity = Identity::start_with(move |dir| {
-        let secret_file = dir.join("oidc-client-secret");
-        std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
-        Some(OidcConfig {
-            issuer,
-            client_id,
-            client_secret_file: Some(SecretFile(secret_file)),
-            client_secret: None,
-            redirect_uri: CALLBACK.to_owned(),
-            ca_file: None,
-            scopes: ["openid", "email", "profile", "groups"]
-                .map(str::to_owned)
-                .to_vec(),
-            groups_claim: "groups".to_owned(),
-            allowed_email_domains: vec!["example.com".to_owned()],
-            allowed_groups: vec!["contractors".to_owned()],
-        })
-    })
+    let identity = Identity::start_full(
+        move |dir| {
+            let secret_file = dir.join("oidc-client-secret");
+            std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+            Some(OidcConfig {
+                issuer,
+                client_id,
+                client_secret_file: Some(SecretFile(secret_file)),
+                client_secret: None,
+                redirect_uri: CALLBACK.to_owned(),
+                ca_file: None,
+                scopes: ["openid", "email", "profile", "groups"]
+                    .map(str::to_owned)
+                    .to_vec(),
+                groups_claim: "groups".to_owned(),
+                allowed_email_domains: vec!["example.com".to_owned()],
+                allowed_groups: vec!["contractors".to_owned()],
+            })
+        },
+        authz,
+    )
     .await;
     (provider, identity)
 }
@@ -282,4 +292,67 @@ async fn an_id_token_from_another_issuer_is_refused() {
         ),
         "{refused:?}"
     );
+}
+
+#[tokio::test]
+async fn with_authz_configured_its_onboarding_policy_decides() {
+    use k8shell_common::shutdown::Shutdown;
+    let pg = k8shell_testkit::Postgres::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = k8shell_common::tls::LocalCa::generate("shared CA").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = format!(
+        "https://localhost:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let config = k8shell_authz::Config {
+        database: k8shell_common::db::DatabaseConfig::new(pg.create_database("authz").unwrap()),
+        grpc: k8shell_authz::GrpcConfig {
+            listen: listener.local_addr().unwrap(),
+            tls: ca.issue_files(dir.path(), "authz", &["localhost"]).unwrap(),
+        },
+        bundle_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../authz/policies"),
+        reload_every: std::time::Duration::from_secs(60),
+        nats: None,
+        outbox: None,
+        metrics_listen: None,
+        telemetry: Default::default(),
+    };
+    let shutdown = Shutdown::new();
+    let stop = shutdown.clone();
+    let listeners = k8shell_authz::Listeners {
+        grpc: listener,
+        metrics: None,
+    };
+    tokio::spawn(async move { k8shell_authz::serve(config, listeners, stop).await.unwrap() });
+
+    let (_provider, identity) = start_asking(Some((ca, uri))).await;
+    let mut client = identity.client();
+    // The default bundle admits verified addresses at example.com: alice is one.
+    let (state, code) = authorize(&identity, "alice").await;
+    let alice = client
+        .complete_login(CompleteLoginRequest { state, code })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(alice.created);
+    // carol's group `contractors` is in identity's own allow-list, but the policy decides now.
+    let (state, code) = authorize(&identity, "carol").await;
+    let refused = client
+        .complete_login(CompleteLoginRequest { state, code })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert!(
+        refused.message().contains("may sign up"),
+        "the policy's reason: {refused:?}"
+    );
+    let decisions = pg
+        .psql(
+            "authz",
+            "SELECT count(*) FROM authz.decisions WHERE domain = 'onboarding'",
+        )
+        .unwrap();
+    assert_eq!(decisions, "2", "both decisions are in authz's log");
+    shutdown.trigger();
 }
