@@ -21,8 +21,14 @@ group_methods contains m if {
 
 method_allowed if input.method in group_methods
 
+# Users in a group that is listed (even with no methods) never fall back to "*".
+listed if {
+	some group in input.user.groups
+	cfg.methods_by_group[group]
+}
+
 method_allowed if {
-	count(group_methods) == 0
+	not listed
 	input.method in cfg.methods_by_group["*"]
 }
 

@@ -16,6 +16,12 @@ test_admins_only_publickey if {
 	d.reasons == ["sign-in method \"keyboard-interactive\" is not allowed for this account"]
 }
 
+test_a_group_with_no_methods_gets_none if {
+	d := authentication.decision with input as {"v": 1, "user": user(["contractors"], "active"), "method": "publickey", "source_ip": "192.0.2.1"}
+		with data.config.authentication.methods_by_group as {"contractors": [], "*": ["publickey"]}
+	not d.allow
+}
+
 test_suspended_refused if {
 	d := authentication.decision with input as {"v": 1, "user": user([], "suspended"), "method": "publickey", "source_ip": "192.0.2.1"}
 	not d.allow

@@ -12,7 +12,11 @@ version_ok if input.v == 1
 
 default domain := ""
 
-domain := lower(split(input.email, "@")[1]) if contains(input.email, "@")
+# Exactly one `@`: a quoted local part such as `"x@example.com@"@evil.com` names no domain here.
+domain := lower(parts[1]) if {
+	parts := split(input.email, "@")
+	count(parts) == 2
+}
 
 # Only a verified address counts: anyone can type x@corp.com into a self-service sign-up.
 by_domain if {

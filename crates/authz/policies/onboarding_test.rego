@@ -12,6 +12,10 @@ test_unverified_domain_denied if {
 	not onboarding.decision.allow with input as {"v": 1, "email": "alice@example.com", "email_verified": false, "groups": []}
 }
 
+test_a_quoted_local_part_does_not_fake_the_domain if {
+	not onboarding.decision.allow with input as {"v": 1, "email": "\"x@example.com@\"@evil.com", "email_verified": true, "groups": []}
+}
+
 test_allowed_group if {
 	onboarding.decision.allow with input as {"v": 1, "email": "carol@agency.net", "groups": ["k8shell-users"]}
 }

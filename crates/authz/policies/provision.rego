@@ -28,10 +28,25 @@ blueprint_allowed if {
 	glob.match(pattern, [], input.blueprint)
 }
 
-within_count if input.current_workspaces < max_workspaces
+within_count if {
+	is_number(input.current_workspaces)
+	input.current_workspaces < max_workspaces
+}
+
+resource_names := ["cpu_millis", "memory_bytes", "disk_bytes"]
+
+# Stated positively: a missing, null or non-numeric size, or a group without a ceiling for it,
+# is not "within the ceiling".
+resources_ok if {
+	every resource in resource_names {
+		is_number(input.resources[resource])
+		input.resources[resource] <= ceiling(resource)
+	}
+}
 
 over contains resource if {
-	some resource in ["cpu_millis", "memory_bytes", "disk_bytes"]
+	some resource in resource_names
+	is_number(input.resources[resource])
 	input.resources[resource] > ceiling(resource)
 }
 
@@ -39,7 +54,7 @@ allow if {
 	version_ok
 	within_count
 	blueprint_allowed
-	count(over) == 0
+	resources_ok
 }
 
 reasons contains "unsupported input version: send v = 1" if not version_ok
@@ -52,6 +67,18 @@ reasons contains sprintf("you have %d workspaces; the limit is %d", [input.curre
 reasons contains sprintf("blueprint %q is not allowed for you", [input.blueprint]) if {
 	version_ok
 	not blueprint_allowed
+}
+
+reasons contains sprintf("resources.%s must be a number of %s", [resource, unit]) if {
+	version_ok
+	some resource in resource_names
+	not is_number(input.resources[resource])
+	unit := {"cpu_millis": "millicores", "memory_bytes": "bytes", "disk_bytes": "bytes"}[resource]
+}
+
+reasons contains "current_workspaces must be a number" if {
+	version_ok
+	not is_number(input.current_workspaces)
 }
 
 reasons contains sprintf("%s %d is above your ceiling of %d", [resource, input.resources[resource], ceiling(resource)]) if {

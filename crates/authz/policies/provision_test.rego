@@ -28,6 +28,20 @@ test_ceiling if {
 	d.reasons == ["cpu_millis 8000 is above your ceiling of 4000"]
 }
 
+test_missing_or_null_sizes_are_denied if {
+	d := provision.decision with input as req([], 0, {})
+	not d.allow
+	"resources.cpu_millis must be a number of millicores" in d.reasons
+	not provision.decision.allow with input as req([], 0, object.union(small, {"disk_bytes": null}))
+	not provision.decision.allow with input as object.union(req([], 0, small), {"current_workspaces": null})
+}
+
+test_a_group_without_a_ceiling_gets_nothing if {
+	not provision.decision.allow with input as req(["odd"], 0, small)
+		with data.config.provision.ceilings as {"odd": {"cpu_millis": 1}, "*": {}}
+		with data.config.provision.max_workspaces as {"odd": 5}
+}
+
 test_blueprint_not_allowed if {
 	d := provision.decision with input as req([], 0, small) with data.config.provision.blueprints as {"*": ["python-*"]}
 	not d.allow

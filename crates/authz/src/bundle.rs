@@ -55,38 +55,73 @@ fn files(dir: &Path) -> Result<Vec<PathBuf>, BundleError> {
     Ok(files)
 }
 
+/// The bundle's files and their contents, read once.
+fn read_all(dir: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>, BundleError> {
+    files(dir)?
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(&path).map_err(|source| BundleError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            Ok((path, bytes))
+        })
+        .collect()
+}
+
 /// Hash of the bundle's file names and contents.
 pub fn revision_of(dir: &Path) -> Result<String, BundleError> {
+    Ok(hash(&read_all(dir)?))
+}
+
+fn hash(contents: &[(PathBuf, Vec<u8>)]) -> String {
     let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    for path in files(dir)? {
-        let bytes = std::fs::read(&path).map_err(|source| BundleError::Io {
-            path: path.clone(),
-            source,
-        })?;
+    for (path, bytes) in contents {
         context.update(path.file_name().map_or(&[][..], |n| n.as_encoded_bytes()));
         context.update(&(bytes.len() as u64).to_le_bytes());
-        context.update(&bytes);
+        context.update(bytes);
     }
     let digest = context.finish();
-    Ok(digest.as_ref()[..12]
+    digest.as_ref()[..12]
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect())
+        .collect()
 }
 
 impl Bundle {
     /// Loads, compiles and tests the bundle in `dir`.
     pub fn load(dir: &Path) -> Result<Self, BundleError> {
-        let revision = revision_of(dir)?;
+        // One read: the revision names exactly what is compiled.
+        let contents = read_all(dir)?;
+        let revision = hash(&contents);
         let mut engine = Engine::new();
         let mut test_files = Vec::new();
         let mut policies = 0;
-        for path in files(dir)? {
-            let text = std::fs::read_to_string(&path).map_err(|source| BundleError::Io {
+        for (path, bytes) in contents {
+            let text = String::from_utf8(bytes).map_err(|_| BundleError::Data {
                 path: path.clone(),
-                source,
+                message: "not UTF-8".to_owned(),
             })?;
             if path.extension().is_some_and(|e| e == "json") {
+                let json: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| BundleError::Data {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?;
+                // Data merged at the root would override rules of the same path (regorus lets
+                // data win): configuration lives under `config` only.
+                let keys: Vec<&String> = json
+                    .as_object()
+                    .map(|o| o.keys().collect())
+                    .unwrap_or_default();
+                if json.as_object().is_none() || keys.iter().any(|k| k.as_str() != "config") {
+                    return Err(BundleError::Data {
+                        path: path.clone(),
+                        message: format!(
+                            "data must be an object with the single key \"config\", found {keys:?}"
+                        ),
+                    });
+                }
                 let data = Value::from_json_str(&text).map_err(|e| BundleError::Data {
                     path: path.clone(),
                     message: e.to_string(),
@@ -241,6 +276,22 @@ mod tests {
             err.to_string(),
             "policy tests failed: k8shell.extra_test.test_everyone_may_enter"
         );
+    }
+
+    #[test]
+    fn data_that_could_shadow_a_rule_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(default_bundle()).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+        std::fs::write(
+            dir.path().join("evil.json"),
+            r#"{"k8shell": {"api": {"allow": true}}}"#,
+        )
+        .unwrap();
+        let err = Bundle::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("single key \"config\""), "{err}");
     }
 
     #[test]

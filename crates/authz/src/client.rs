@@ -10,6 +10,9 @@ use k8shell_proto::authz::v1::authz_client::AuthzClient as GrpcClient;
 use k8shell_proto::authz::v1::{CheckRequest, CheckResponse};
 use tonic::transport::Channel;
 
+/// How long a caller waits for a decision before denying.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Upper bound of remembered decisions.
 const CACHE_ENTRIES: usize = 10_000;
 
@@ -90,7 +93,15 @@ impl AuthzClient {
             domain: key.0.clone(),
             input_json: key.1.clone(),
         };
-        match self.grpc.clone().check(request).await {
+        // A stalled authz must not stall the caller: no answer in time is a deny.
+        let answer = tokio::time::timeout(CHECK_TIMEOUT, self.grpc.clone().check(request))
+            .await
+            .unwrap_or_else(|_| {
+                Err(tonic::Status::deadline_exceeded(
+                    "authz did not answer in time",
+                ))
+            });
+        match answer {
             Ok(response) => {
                 let response = response.into_inner();
                 if response.cacheable {

@@ -14,7 +14,20 @@ use crate::bundle::Bundle;
 pub const DOMAINS: &[&str] = &["onboarding", "authentication", "ssh", "provision", "api"];
 
 /// Keys whose values never reach the decision log.
-const SECRET_KEYS: &[&str] = &["password", "secret", "token", "private_key", "otp", "code"];
+const SECRET_KEYS: &[&str] = &[
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "otp",
+    "code",
+    "cred",
+    "auth",
+    "cookie",
+    "jwt",
+    "assertion",
+];
 
 /// A decision as returned and logged.
 #[derive(Debug, Clone, PartialEq)]
