@@ -397,18 +397,11 @@ impl Store {
         .bind(fingerprint)
         .fetch_optional(&self.pool)
         .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        if stale(row.try_get("used_at")?) {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE ssh_keys SET last_used_at = now() WHERE fingerprint = $1 AND {NOT_RECENT}"
-            )))
-            .bind(fingerprint)
-            .execute(&self.pool)
-            .await?;
-        }
-        Ok(Some(user_from_row(&row)?))
+        let touch = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE ssh_keys SET last_used_at = now() WHERE fingerprint = $1 AND {NOT_RECENT}"
+        )))
+        .bind(fingerprint);
+        self.record_use(row, touch).await
     }
 
     /// Stores a new token's hash.
@@ -469,16 +462,25 @@ impl Store {
         .bind(hash)
         .fetch_optional(&self.pool)
         .await?;
+        let touch = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE api_tokens SET last_used_at = now() WHERE hash = $1 AND {NOT_RECENT}"
+        )))
+        .bind(hash);
+        self.record_use(row, touch).await
+    }
+
+    /// The user of a key or token lookup (`row` carries `used_at`); runs `touch` when the
+    /// recorded use is older than the resolution.
+    async fn record_use<'q>(
+        &self,
+        row: Option<sqlx::postgres::PgRow>,
+        touch: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<Option<User>, StoreError> {
         let Some(row) = row else {
             return Ok(None);
         };
         if stale(row.try_get("used_at")?) {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE api_tokens SET last_used_at = now() WHERE hash = $1 AND {NOT_RECENT}"
-            )))
-            .bind(hash)
-            .execute(&self.pool)
-            .await?;
+            touch.execute(&self.pool).await?;
         }
         Ok(Some(user_from_row(&row)?))
     }

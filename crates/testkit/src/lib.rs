@@ -45,6 +45,28 @@ impl TestkitError {
     }
 }
 
+/// Polls `check` until it yields a value, and returns it; panics naming `what` when nothing comes
+/// within the harness's patience. For states that change outside the test (a reloaded file, a
+/// server coming up or going away), where there is no event to wait on.
+pub async fn poll_until<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + process::PATIENCE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {:?}",
+            process::PATIENCE
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (bound, then released for the component to take).
 pub fn free_port() -> Result<u16, TestkitError> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")

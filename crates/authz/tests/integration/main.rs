@@ -87,21 +87,21 @@ async fn start() -> Authz {
     .unwrap();
     let channel =
         k8shell_common::grpc::mtls_channel(&format!("https://localhost:{port}"), &tls).unwrap();
-    let mut client = AuthzClient::new(channel);
+    let client = AuthzClient::new(channel);
     // Ready when it answers (migrations ran, listener up).
-    for _ in 0..500 {
-        if client
-            .check(check(
-                "api",
-                json!({"v": 1, "user": {"username": "x", "groups": []}, "endpoint": "users.list"}),
-            ))
-            .await
-            .is_ok()
-        {
-            break;
+    k8shell_testkit::poll_until("authz to answer", || {
+        let mut client = client.clone();
+        async move {
+            client
+                .check(check(
+                    "api",
+                    json!({"v": 1, "user": {"username": "x", "groups": []}, "endpoint": "users.list"}),
+                ))
+                .await
+                .ok()
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     Authz {
         pg,
         nats,
@@ -280,20 +280,20 @@ async fn a_changed_bundle_is_picked_up_without_restart() {
         .unwrap()
         .replace("\"example.com\"", "\"example.com\", \"newco.io\"");
     std::fs::write(&data, text).unwrap();
-    for _ in 0..500 {
-        let now = authz
-            .client
-            .check(check("onboarding", input.clone()))
-            .await
-            .unwrap()
-            .into_inner();
-        if now.revision != before.revision {
-            assert!(now.allow, "the new data decides");
-            return;
+    let client = authz.client.clone();
+    let now = k8shell_testkit::poll_until("the new bundle to decide", || {
+        let (mut client, input, before) = (client.clone(), input.clone(), before.revision.clone());
+        async move {
+            let now = client
+                .check(check("onboarding", input))
+                .await
+                .unwrap()
+                .into_inner();
+            (now.revision != before).then_some(now)
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the new bundle was never picked up");
+    })
+    .await;
+    assert!(now.allow, "the new data decides");
 }
 
 #[test]
@@ -410,14 +410,11 @@ async fn the_client_caches_only_what_the_policy_marks_cacheable_and_denies_when_
         .unwrap()
         .replace("\"cacheable\": false", "\"cacheable\": true");
     std::fs::write(&policy, text).unwrap();
-    let mut first = client.check("api", &input).await;
-    for _ in 0..500 {
-        if first.document["cacheable"] == true {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        first = client.check("api", &input).await;
-    }
+    let first = k8shell_testkit::poll_until("the cacheable bundle", || async {
+        let verdict = client.check("api", &input).await;
+        (verdict.document["cacheable"] == true).then_some(verdict)
+    })
+    .await;
     assert_eq!(
         first.document["cacheable"], true,
         "the new bundle was picked up"
@@ -437,14 +434,11 @@ async fn the_client_caches_only_what_the_policy_marks_cacheable_and_denies_when_
 
     // authz gone: deny, with a reason, not an error.
     authz.shutdown.trigger();
-    let mut verdict = client.check("ssh", &input).await;
-    for _ in 0..500 {
-        if verdict.decision_id.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        verdict = client.check("ssh", &input).await;
-    }
+    let verdict = k8shell_testkit::poll_until("authz to be gone", || async {
+        let verdict = client.check("ssh", &input).await;
+        verdict.decision_id.is_empty().then_some(verdict)
+    })
+    .await;
     assert!(!verdict.allow);
     assert!(verdict.reasons[0].contains("unavailable"), "{verdict:?}");
 }
@@ -470,14 +464,11 @@ async fn a_refused_bundle_is_counted_on_the_metrics_endpoint() {
         stream.read_to_string(&mut text).await.unwrap();
         text
     };
-    for _ in 0..500 {
-        if scrape()
+    k8shell_testkit::poll_until("the refused bundle to be counted", || async {
+        scrape()
             .await
             .contains("k8shell_authz_policy_bundles_refused_total 1")
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the refused bundle was never counted:\n{}", scrape().await);
+            .then_some(())
+    })
+    .await;
 }

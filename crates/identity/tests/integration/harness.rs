@@ -163,21 +163,20 @@ impl Identity {
 
     /// Waits until the bootstrap admin can be read (migrations done, listener up).
     async fn wait_ready(&self) {
-        let mut client = self.client();
-        for _ in 0..500 {
-            if client
-                .get_user(k8shell_proto::identity::v1::GetUserRequest {
-                    user: by_name("root-admin"),
-                })
-                .await
-                .is_ok()
-            {
-                return;
-            }
+        let client = self.client();
+        k8shell_testkit::poll_until("identity to become ready", || {
+            let mut client = client.clone();
             assert!(!self.task.is_finished(), "identity stopped during start-up");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("identity did not become ready");
+            async move {
+                client
+                    .get_user(k8shell_proto::identity::v1::GetUserRequest {
+                        user: by_name("root-admin"),
+                    })
+                    .await
+                    .ok()
+            }
+        })
+        .await;
     }
 
     /// Suspends or reactivates a user, as an administrator would.
