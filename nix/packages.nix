@@ -5,7 +5,7 @@ let
   inherit (pkgs) lib;
 
   # What the tests start (testkit finds them on PATH) and what scripts/setup installs on Debian.
-  testComponents = [ pkgs.postgresql pkgs.nats-server pkgs.util-linux pkgs.openssh ];
+  testComponents = [ pkgs.postgresql pkgs.nats-server pkgs.util-linux pkgs.openssh pkgs.asciinema ];
 
   commonArgs = {
     src = craneLib.cleanCargoSource src;
@@ -23,6 +23,7 @@ let
     k8shelld = { crate = "crates/k8shelld"; package = "k8shell-k8shelld"; };
     k8shell-identity = { crate = "crates/identity"; package = "k8shell-identity"; };
     k8shell-authz = { crate = "crates/authz"; package = "k8shell-authz"; };
+    k8shell-session = { crate = "crates/session"; package = "k8shell-session"; };
   };
 
   buildBinary = name: { package, ... }:

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use k8shell_common::db::DatabaseConfig;
 use k8shell_common::events::{NatsConfig, OutboxConfig};
+pub use k8shell_common::grpc::GrpcConfig;
 use k8shell_common::telemetry::TelemetryConfig;
-use k8shell_common::tls::TlsFiles;
 use serde::Deserialize;
 
 /// The configuration.
@@ -34,14 +34,6 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
-}
-
-/// gRPC listener.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GrpcConfig {
-    pub listen: SocketAddr,
-    pub tls: TlsFiles,
 }
 
 fn default_reload_every() -> Duration {

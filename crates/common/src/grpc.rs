@@ -23,6 +23,16 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshaken connections waiting for the server to pick them up.
 const ACCEPT_BACKLOG: usize = 64;
 
+/// A service's gRPC listener, as every service configures it (`[grpc]`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// e.g. `0.0.0.0:7001`.
+    pub listen: SocketAddr,
+    /// Certificate, key and CA of the service mesh.
+    pub tls: crate::tls::TlsFiles,
+}
+
 /// Errors of the gRPC helpers.
 #[derive(Debug, thiserror::Error)]
 pub enum GrpcError {

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use k8shell_common::db::DatabaseConfig;
+pub use k8shell_common::grpc::GrpcConfig;
 use k8shell_common::telemetry::TelemetryConfig;
-use k8shell_common::tls::TlsFiles;
 use serde::Deserialize;
 
 /// The configuration.
@@ -54,16 +54,6 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
-}
-
-/// gRPC listener.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GrpcConfig {
-    /// e.g. `0.0.0.0:7001`.
-    pub listen: SocketAddr,
-    /// Certificate, key and CA of the service mesh.
-    pub tls: TlsFiles,
 }
 
 /// HTTP listener.

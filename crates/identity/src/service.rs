@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use k8shell_common::jwt::SessionClaims;
 use k8shell_proto::identity::v1 as pb;
 use k8shell_proto::identity::v1::identity_server::Identity;
-use k8shell_proto::types::v1::Id;
+use k8shell_proto::types::v1::{Id, timestamp};
 use ring::rand::SecureRandom as _;
 use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
@@ -142,13 +142,6 @@ impl From<StoreError> for Status {
                 Status::unavailable("the identity database is unavailable")
             }
         }
-    }
-}
-
-fn timestamp(at: OffsetDateTime) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.unix_timestamp(),
-        nanos: i32::try_from(at.nanosecond()).unwrap_or(0),
     }
 }
 

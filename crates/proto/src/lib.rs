@@ -7,7 +7,7 @@ pub mod types {
         tonic::include_proto!("k8shell.types.v1");
 
         mod convert;
-        pub use convert::IdError;
+        pub use convert::{IdError, TimestampError, from_timestamp, timestamp};
     }
 }
 
@@ -22,6 +22,13 @@ pub mod authz {
 pub mod identity {
     pub mod v1 {
         tonic::include_proto!("k8shell.identity.v1");
+    }
+}
+
+/// `k8shell.session.v1`: sessions, timelines and recordings.
+pub mod session {
+    pub mod v1 {
+        tonic::include_proto!("k8shell.session.v1");
     }
 }
 

@@ -93,6 +93,8 @@ pub const AUDIT: StreamSpec = StreamSpec {
         "k8shell.audit.>",
         "k8shell.session.opened",
         "k8shell.session.closed",
+        "k8shell.session.terminated",
+        "k8shell.session.purged",
         "k8shell.shield.>",
         "k8shell.workspace.>",
     ],

@@ -16,6 +16,8 @@ pub mod subjects {
     pub const AUDIT_DECISION: &str = "k8shell.audit.decision";
     pub const SESSION_OPENED: &str = "k8shell.session.opened";
     pub const SESSION_CLOSED: &str = "k8shell.session.closed";
+    pub const SESSION_TERMINATED: &str = "k8shell.session.terminated";
+    pub const SESSION_PURGED: &str = "k8shell.session.purged";
     pub const SHIELD_BANNED: &str = "k8shell.shield.banned";
     pub const SHIELD_UNBANNED: &str = "k8shell.shield.unbanned";
 
@@ -112,6 +114,40 @@ pub struct SessionClosed {
 impl EventBody for SessionClosed {
     fn subject(&self) -> String {
         subjects::SESSION_CLOSED.to_owned()
+    }
+}
+
+/// Someone asked to end a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionTerminated {
+    pub session_id: Uuid,
+    pub reason: String,
+    pub requested_by: String,
+    /// The proxy holding the session acknowledged; otherwise the service closed it itself.
+    pub delivered: bool,
+}
+
+impl EventBody for SessionTerminated {
+    fn subject(&self) -> String {
+        subjects::SESSION_TERMINATED.to_owned()
+    }
+}
+
+/// Retention removed an old session with its timeline and recordings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionPurged {
+    pub session_id: Uuid,
+    pub user: String,
+    pub workspace: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub ended_at: time::OffsetDateTime,
+    pub recordings: u64,
+    pub compressed_bytes: u64,
+}
+
+impl EventBody for SessionPurged {
+    fn subject(&self) -> String {
+        subjects::SESSION_PURGED.to_owned()
     }
 }
 

@@ -37,9 +37,51 @@ impl TryFrom<Id> for Uuid {
     }
 }
 
+/// A timestamp on the wire was outside what k8shell represents.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid timestamp {seconds}s {nanos}ns: expected a time between years -9999 and 9999")]
+pub struct TimestampError {
+    pub seconds: i64,
+    pub nanos: i32,
+}
+
+/// The wire form of a point in time.
+pub fn timestamp(at: time::OffsetDateTime) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.unix_timestamp(),
+        nanos: i32::try_from(at.nanosecond()).unwrap_or(0),
+    }
+}
+
+/// A point in time from its wire form.
+pub fn from_timestamp(at: &prost_types::Timestamp) -> Result<time::OffsetDateTime, TimestampError> {
+    let error = || TimestampError {
+        seconds: at.seconds,
+        nanos: at.nanos,
+    };
+    let nanos = i128::from(at.seconds) * 1_000_000_000 + i128::from(at.nanos);
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| error())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_round_trip_and_bad_ones_say_why() {
+        let at = time::macros::datetime!(2026-12-01 17:49:01.123456789 UTC);
+        assert_eq!(from_timestamp(&timestamp(at)), Ok(at));
+        let far = prost_types::Timestamp {
+            seconds: i64::MAX,
+            nanos: 0,
+        };
+        assert!(
+            from_timestamp(&far)
+                .unwrap_err()
+                .to_string()
+                .contains("invalid timestamp")
+        );
+    }
 
     #[test]
     fn ids_round_trip_and_bad_ones_say_why() {

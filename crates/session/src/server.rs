@@ -1,0 +1,160 @@
+//! The session service: store, gRPC, live view, maintenance.
+
+use std::sync::Arc;
+
+use k8shell_common::events::{EventPublisher, Outbox};
+use k8shell_common::grpc::{allow_services, mtls_incoming};
+use k8shell_common::shutdown::Shutdown;
+use k8shell_common::tls::ReloadingTls;
+use k8shell_proto::session::v1::sessions_server::SessionsServer;
+use tokio::net::TcpListener;
+
+pub use crate::blob::{DirStore, RecordingStore, StoreError as BlobError, StoreFuture};
+pub use crate::config::{Config, GrpcConfig, RecordingsConfig, RetentionConfig};
+pub use crate::service::SessionService;
+
+use crate::chunker::ChunkPolicy;
+use crate::live_view::LiveView;
+use crate::service::IngestPolicy;
+use crate::store::Store;
+
+/// The migrations of schema `session`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Services that hold sessions or read them.
+pub const ALLOWED_CALLERS: &[&str] = &["ssh-proxy", "api"];
+
+/// Errors that stop the session service.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Database(#[from] k8shell_common::db::DbError),
+    #[error(transparent)]
+    Tls(#[from] k8shell_common::tls::TlsError),
+    #[error(transparent)]
+    Grpc(#[from] k8shell_common::grpc::GrpcError),
+    #[error(transparent)]
+    Events(#[from] k8shell_common::events::EventError),
+    #[error(transparent)]
+    Recordings(#[from] BlobError),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("listener {what}: {source}")]
+    Listen {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Binds the configured listener and serves until `shutdown`.
+pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), Error> {
+    let listener = TcpListener::bind(config.grpc.listen)
+        .await
+        .map_err(|source| Error::Listen {
+            what: config.grpc.listen.to_string(),
+            source,
+        })?;
+    let blobs = Arc::new(DirStore::open(&config.recordings.dir)?);
+    serve(config, listener, blobs, shutdown).await
+}
+
+/// Serves on `listener` with recordings in `blobs` until `shutdown`.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    blobs: Arc<dyn RecordingStore>,
+    shutdown: Shutdown,
+) -> Result<(), Error> {
+    let recordings = &config.recordings;
+    if recordings.chunk_span.is_zero() || recordings.chunk_max_bytes < 1024 {
+        return Err(Error::Config(
+            "recordings.chunk_span must be positive and recordings.chunk_max_bytes at least 1024"
+                .to_owned(),
+        ));
+    }
+    if !(1..=19).contains(&recordings.zstd_level) {
+        return Err(Error::Config(format!(
+            "recordings.zstd_level {} is out of range: use 1 (fastest) to 19 (smallest)",
+            recordings.zstd_level
+        )));
+    }
+    let pool = k8shell_common::db::connect(&config.database, "session", &MIGRATOR).await?;
+    let stop = shutdown.token();
+    let outbox = Arc::new(
+        Outbox::open(config.outbox.clone()).map_err(k8shell_common::events::EventError::from)?,
+    );
+    let nats = k8shell_common::events::connect(&config.nats, "k8shell-session").await?;
+    tokio::spawn(ensure_audit_stream(
+        async_nats::jetstream::new(nats.clone()),
+        stop.clone(),
+    ));
+    tokio::spawn(k8shell_common::events::run_delivery(
+        Arc::clone(&outbox),
+        async_nats::jetstream::new(nats.clone()),
+        Default::default(),
+        stop.clone(),
+    ));
+    let service = SessionService {
+        store: Store::new(pool),
+        blobs,
+        live: Arc::new(LiveView::default()),
+        events: EventPublisher::new(outbox),
+        nats,
+        ingest: IngestPolicy {
+            chunks: ChunkPolicy {
+                span: recordings.chunk_span.as_secs_f64(),
+                max_bytes: recordings.chunk_max_bytes,
+            },
+            flush_after: recordings.flush_after,
+            zstd_level: recordings.zstd_level,
+        },
+        terminate_wait: std::time::Duration::from_secs(3),
+        stop: stop.clone(),
+    };
+    tokio::spawn(crate::maintenance::run(
+        service.clone(),
+        config.retention.clone(),
+        config.lost_after,
+        stop.clone(),
+    ));
+    let tls = ReloadingTls::load(config.grpc.tls.clone())?;
+    tls.watch(std::time::Duration::from_secs(10), stop.clone());
+    let (health_reporter, health) = k8shell_proto::health::server::health_reporter();
+    health_reporter
+        .set_serving::<SessionsServer<SessionService>>()
+        .await;
+    tracing::info!(recordings = %config.recordings.dir.display(), "session service ready");
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(SessionsServer::with_interceptor(
+            service,
+            allow_services(ALLOWED_CALLERS),
+        ))
+        .serve_with_incoming_shutdown(
+            mtls_incoming(listener, &tls, stop.clone())?,
+            stop.cancelled_owned(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The AUDIT stream must exist for the audit events to be stored; NATS may come up later.
+async fn ensure_audit_stream(
+    js: async_nats::jetstream::Context,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut backoff = std::time::Duration::from_millis(100);
+    loop {
+        match k8shell_common::events::ensure_stream(&js, &k8shell_common::events::AUDIT).await {
+            Ok(_) => return,
+            Err(error) => tracing::warn!(%error, "AUDIT stream not ready yet"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+    }
+}
