@@ -178,39 +178,85 @@ fn encode_event(
     true
 }
 
-/// JSON string escaping of valid UTF-8, copying runs of plain bytes at once (terminal output is
-/// mostly printable text with some escape sequences).
+/// JSON string escaping of valid UTF-8, copying runs of plain bytes at once. Terminal output is
+/// mostly printable text with escape sequences now and then: eight bytes are checked at a time,
+/// and each byte that needs escaping is found directly.
 fn escape_into(out: &mut Vec<u8>, text: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut run = 0;
-    for (i, &byte) in text.iter().enumerate() {
-        let escaped: &[u8] = match byte {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0x00..=0x1f | 0x7f => &[],
-            _ => continue,
-        };
-        out.extend_from_slice(&text[run..i]);
-        run = i + 1;
-        if escaped.is_empty() {
-            out.extend_from_slice(&[
+    let mut i = 0;
+    while let Some(word) = text.get(i..i + 8) {
+        let word = u64::from_le_bytes([
+            word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7],
+        ]);
+        let mask = escape_mask(word);
+        if mask == 0 {
+            i += 8;
+            continue;
+        }
+        // The lowest flagged byte is exact (borrows only run upwards).
+        let at = i + (mask.trailing_zeros() / 8) as usize;
+        if let Some(escaped) = escape_byte(text[at]) {
+            out.extend_from_slice(&text[run..at]);
+            out.extend_from_slice(&escaped.bytes[..escaped.len]);
+            run = at + 1;
+        }
+        i = at + 1;
+    }
+    for (at, &byte) in text.iter().enumerate().skip(i) {
+        if let Some(escaped) = escape_byte(byte) {
+            out.extend_from_slice(&text[run..at]);
+            out.extend_from_slice(&escaped.bytes[..escaped.len]);
+            run = at + 1;
+        }
+    }
+    out.extend_from_slice(&text[run..]);
+}
+
+/// High bit set in the bytes that may be a control character, `"`, `\\` or DEL (SWAR: the
+/// "has a zero byte" and "has a byte less than n" tricks; exact for the lowest flagged byte).
+fn escape_mask(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_bytes = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+    let quote = zero_bytes(word ^ (ONES * u64::from(b'"')));
+    let backslash = zero_bytes(word ^ (ONES * u64::from(b'\\')));
+    let delete = zero_bytes(word ^ (ONES * 0x7f));
+    below_space | quote | backslash | delete
+}
+
+struct Escaped {
+    bytes: [u8; 6],
+    len: usize,
+}
+
+fn escape_byte(byte: u8) -> Option<Escaped> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let short = |c: u8| Escaped {
+        bytes: [b'\\', c, 0, 0, 0, 0],
+        len: 2,
+    };
+    match byte {
+        b'"' => Some(short(b'"')),
+        b'\\' => Some(short(b'\\')),
+        b'\n' => Some(short(b'n')),
+        b'\r' => Some(short(b'r')),
+        b'\t' => Some(short(b't')),
+        0x08 => Some(short(b'b')),
+        0x0c => Some(short(b'f')),
+        0x00..=0x1f | 0x7f => Some(Escaped {
+            bytes: [
                 b'\\',
                 b'u',
                 b'0',
                 b'0',
                 HEX[usize::from(byte >> 4)],
                 HEX[usize::from(byte & 0xf)],
-            ]);
-        } else {
-            out.extend_from_slice(escaped);
-        }
+            ],
+            len: 6,
+        }),
+        _ => None,
     }
-    out.extend_from_slice(&text[run..]);
 }
 
 /// The time of an event line (`[12.5, "o", …]`), or None for the header and non-event lines.
@@ -244,6 +290,23 @@ mod tests {
         assert_eq!((time, code.as_str(), data.as_str()), (1.5, "o", text));
         assert!(line.ends_with("\"]\n"));
         assert_eq!(event_time(line.as_bytes()), Some(1.5));
+    }
+
+    #[test]
+    fn escaping_agrees_with_serde_json_on_every_byte_at_every_position() {
+        let mut text = String::new();
+        for c in (0u8..=0x7f).map(char::from).chain("é€😀".chars()) {
+            text.push(c);
+            text.push_str("abc");
+        }
+        for start in 0..9 {
+            let slice = &text[start..];
+            let mut out = Vec::new();
+            escape_into(&mut out, slice.as_bytes());
+            let quoted = format!("\"{}\"", String::from_utf8(out).unwrap());
+            let back: String = serde_json::from_str(&quoted).unwrap();
+            assert_eq!(back, slice);
+        }
     }
 
     #[test]

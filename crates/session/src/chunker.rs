@@ -66,7 +66,7 @@ impl Chunker {
         let mut ready = Vec::new();
         let mut lines_from = was_scanned;
         let mut lines = Vec::new();
-        while let Some(newline) = self.buffer[self.scanned..].iter().position(|&b| b == b'\n') {
+        while let Some(newline) = memchr::memchr(b'\n', &self.buffer[self.scanned..]) {
             let line_start = self.scanned;
             let line_end = line_start + newline + 1;
             let time = event_time(&self.buffer[line_start..line_end]);

@@ -17,7 +17,7 @@ const PACKAGE: &str = "postgresql";
 /// A running PostgreSQL server, removed on drop.
 #[derive(Debug)]
 pub struct Postgres {
-    process: ServerProcess,
+    process: Option<ServerProcess>,
     port: u16,
     bin: PathBuf,
     // Dropped last: the server must stop before its files go.
@@ -28,7 +28,8 @@ impl Postgres {
     /// Initialises a cluster in a temp dir and starts it on a free port.
     pub fn start() -> Result<Self, TestkitError> {
         let bin = server_bin_dir()?;
-        let psql = require("psql", "postgresql-client", &[&bin])?;
+        // Fails early, with the install command, when the client is missing.
+        require("psql", "postgresql-client", &[&bin])?;
         let dir = tempfile::Builder::new()
             .prefix("k8shell-pg-")
             .tempdir()
@@ -52,15 +53,36 @@ impl Postgres {
                 ),
             });
         }
-        let port = free_port()?;
-        let mut command = as_unprivileged(&bin.join("postgres"));
+        let mut postgres = Self {
+            process: None,
+            port: free_port()?,
+            bin,
+            dir,
+        };
+        postgres.start_again()?;
+        Ok(postgres)
+    }
+
+    /// Stops the server ("fast" shutdown: clients are disconnected). Its data stays.
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.stop();
+        }
+    }
+
+    /// Starts the server again on the same port and data (after [`Postgres::stop`]).
+    pub fn start_again(&mut self) -> Result<(), TestkitError> {
+        self.stop();
+        let psql = require("psql", "postgresql-client", &[&self.bin])?;
+        let port = self.port;
+        let mut command = as_unprivileged(&self.bin.join("postgres"));
         command
             .arg("-D")
-            .arg(&data)
+            .arg(self.dir.path().join("data"))
             .arg("-p")
             .arg(port.to_string())
             .arg("-k")
-            .arg(dir.path())
+            .arg(self.dir.path())
             .args(["-c", "listen_addresses=127.0.0.1"])
             .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
             .args(["-c", "synchronous_commit=off", "-c", "max_connections=200"]);
@@ -68,7 +90,7 @@ impl Postgres {
         let mut process = ServerProcess::spawn(
             "postgres",
             command,
-            &dir.path().join("postgres.log"),
+            &self.dir.path().join("postgres.log"),
             libc::SIGINT,
         )?;
         process.wait_until("a successful query", || {
@@ -78,12 +100,8 @@ impl Postgres {
                 .output()
                 .is_ok_and(|o| o.status.success())
         })?;
-        Ok(Self {
-            process,
-            port,
-            bin,
-            dir,
-        })
+        self.process = Some(process);
+        Ok(())
     }
 
     /// The port it listens on (127.0.0.1).
@@ -130,7 +148,7 @@ impl Postgres {
 
     /// The server's log so far.
     pub fn log(&self) -> String {
-        self.process.log()
+        std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
     }
 
     /// The temp dir holding data, socket and log.

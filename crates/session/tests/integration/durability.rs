@@ -203,3 +203,61 @@ async fn a_restart_of_the_session_service_mid_upload_loses_nothing() {
     assert_eq!(text.matches("output line").count(), 2000);
     assert_eq!(harness.get(id).await.timeline.len(), 1);
 }
+
+#[tokio::test]
+async fn a_restart_of_postgres_mid_upload_loses_nothing() {
+    let mut harness = Harness::start().await;
+    let spool = harness.spool("spool");
+    let client = harness.proxy_client(&spool).await;
+    let session = client.open(new_session("pg-restart", "dev")).await.unwrap();
+    let id = session.id();
+    let mut recording = session
+        .record(1, RecordingKind::Pty, &Header::new(80, 24))
+        .unwrap();
+    for n in 0..500 {
+        recording
+            .output(format!("before {n}\r\n").as_bytes())
+            .unwrap();
+    }
+    k8shell_testkit::poll_until("part of the recording to be stored", || async {
+        let recording = harness.get(id).await.recordings.into_iter().next()?;
+        (recording.stored_bytes > 0).then_some(())
+    })
+    .await;
+    harness.pg.stop();
+    for n in 0..1000 {
+        recording
+            .output(format!("while the database is down {n}\r\n").as_bytes())
+            .unwrap();
+    }
+    session
+        .event(
+            "note",
+            0,
+            serde_json::json!({"text": "the database was down"}),
+        )
+        .unwrap();
+    // Chunks cannot be indexed meanwhile: the upload fails and retries.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    harness.pg.start_again().unwrap();
+    for n in 0..500 {
+        recording
+            .output(format!("after {n}\r\n").as_bytes())
+            .unwrap();
+    }
+    let spooled = spool
+        .join(id.to_string())
+        .join(format!("{}.cast", recording.id()));
+    let written = std::fs::read(&spooled).unwrap();
+    let recording_id = recording.id();
+    recording.finish().unwrap();
+    session.close("done").unwrap().flushed().await;
+    let exported = export(&client, recording_id).await;
+    assert!(
+        exported == written,
+        "{} bytes exported, {} written",
+        exported.len(),
+        written.len()
+    );
+    assert_eq!(harness.get(id).await.timeline.len(), 1);
+}

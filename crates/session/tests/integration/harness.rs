@@ -45,8 +45,7 @@ impl RecordingStore for CountingStore {
 }
 
 pub struct Harness {
-    /// Kept alive while the service uses it.
-    pub _pg: Postgres,
+    pub pg: Postgres,
     pub nats: Nats,
     pub dir: tempfile::TempDir,
     pub ca: LocalCa,
@@ -98,7 +97,7 @@ impl Harness {
             gets: AtomicUsize::new(0),
         });
         let mut harness = Self {
-            _pg: pg,
+            pg,
             nats,
             dir,
             ca,
