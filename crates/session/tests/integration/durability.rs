@@ -149,42 +149,55 @@ async fn a_killed_proxy_loses_nothing() {
     assert!(!spool.join(session_id.to_string()).exists());
 }
 
-#[tokio::test]
-async fn a_restart_of_the_session_service_mid_upload_loses_nothing() {
+/// What goes away in the middle of an upload.
+enum Outage {
+    SessionService,
+    Postgres,
+}
+
+/// Records 2000 lines and a timeline event with `outage` in the middle; the recording and the
+/// timeline must come out whole.
+async fn upload_survives(outage: Outage) {
     let mut harness = Harness::start().await;
     let spool = harness.spool("spool");
     let client = harness.proxy_client(&spool).await;
-    let session = client.open(new_session("restart", "dev")).await.unwrap();
+    let session = client.open(new_session("outage", "dev")).await.unwrap();
     let id = session.id();
     let mut recording = session
         .record(1, RecordingKind::Pty, &Header::new(80, 24))
         .unwrap();
-    let mut n = 0;
-    let mut write = |recording: &mut k8shell_session::Recording, lines: u32| {
-        for _ in 0..lines {
+    let write = |recording: &mut k8shell_session::Recording, phase: &str, lines: u32| {
+        for n in 0..lines {
             recording
-                .output(format!("output line {n}\r\n").as_bytes())
+                .output(format!("{phase} line {n}\r\n").as_bytes())
                 .unwrap();
-            n += 1;
         }
     };
-    write(&mut recording, 500);
+    write(&mut recording, "before", 500);
     k8shell_testkit::poll_until("part of the recording to be stored", || async {
         let recording = harness.get(id).await.recordings.into_iter().next()?;
         (recording.stored_bytes > 0).then_some(())
     })
     .await;
-    harness.stop_service().await;
-    write(&mut recording, 1000);
+    match outage {
+        Outage::SessionService => harness.stop_service().await,
+        Outage::Postgres => harness.pg.stop(),
+    }
+    write(&mut recording, "during", 1000);
     session
         .event(
             "note",
             0,
-            serde_json::json!({"text": "written while the service was down"}),
+            serde_json::json!({"text": "written during the outage"}),
         )
         .unwrap();
-    harness.start_service().await;
-    write(&mut recording, 500);
+    // The upload fails meanwhile and keeps retrying.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    match outage {
+        Outage::SessionService => harness.start_service().await,
+        Outage::Postgres => harness.pg.start_again().unwrap(),
+    }
+    write(&mut recording, "after", 500);
     let spooled = spool
         .join(id.to_string())
         .join(format!("{}.cast", recording.id()));
@@ -200,64 +213,16 @@ async fn a_restart_of_the_session_service_mid_upload_loses_nothing() {
         written.len()
     );
     let text = String::from_utf8(exported).unwrap();
-    assert_eq!(text.matches("output line").count(), 2000);
+    assert_eq!(text.matches(" line ").count(), 2000);
     assert_eq!(harness.get(id).await.timeline.len(), 1);
 }
 
 #[tokio::test]
+async fn a_restart_of_the_session_service_mid_upload_loses_nothing() {
+    upload_survives(Outage::SessionService).await;
+}
+
+#[tokio::test]
 async fn a_restart_of_postgres_mid_upload_loses_nothing() {
-    let mut harness = Harness::start().await;
-    let spool = harness.spool("spool");
-    let client = harness.proxy_client(&spool).await;
-    let session = client.open(new_session("pg-restart", "dev")).await.unwrap();
-    let id = session.id();
-    let mut recording = session
-        .record(1, RecordingKind::Pty, &Header::new(80, 24))
-        .unwrap();
-    for n in 0..500 {
-        recording
-            .output(format!("before {n}\r\n").as_bytes())
-            .unwrap();
-    }
-    k8shell_testkit::poll_until("part of the recording to be stored", || async {
-        let recording = harness.get(id).await.recordings.into_iter().next()?;
-        (recording.stored_bytes > 0).then_some(())
-    })
-    .await;
-    harness.pg.stop();
-    for n in 0..1000 {
-        recording
-            .output(format!("while the database is down {n}\r\n").as_bytes())
-            .unwrap();
-    }
-    session
-        .event(
-            "note",
-            0,
-            serde_json::json!({"text": "the database was down"}),
-        )
-        .unwrap();
-    // Chunks cannot be indexed meanwhile: the upload fails and retries.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    harness.pg.start_again().unwrap();
-    for n in 0..500 {
-        recording
-            .output(format!("after {n}\r\n").as_bytes())
-            .unwrap();
-    }
-    let spooled = spool
-        .join(id.to_string())
-        .join(format!("{}.cast", recording.id()));
-    let written = std::fs::read(&spooled).unwrap();
-    let recording_id = recording.id();
-    recording.finish().unwrap();
-    session.close("done").unwrap().flushed().await;
-    let exported = export(&client, recording_id).await;
-    assert!(
-        exported == written,
-        "{} bytes exported, {} written",
-        exported.len(),
-        written.len()
-    );
-    assert_eq!(harness.get(id).await.timeline.len(), 1);
+    upload_survives(Outage::Postgres).await;
 }
