@@ -7,8 +7,22 @@ let
   # What the tests start (testkit finds them on PATH) and what scripts/setup installs on Debian.
   testComponents = [ pkgs.postgresql pkgs.nats-server pkgs.util-linux pkgs.openssh pkgs.asciinema ];
 
+  # Rust sources plus what the crates read at compile time: protos (protox), SQL migrations
+  # (sqlx::migrate!), the Rego bundle, the Nickel contract and examples (include_str!, tests), the
+  # OpenID provider script of testkit and the blueprints' sample files.
+  workspaceSource = lib.fileset.toSource {
+    root = src;
+    fileset = lib.fileset.unions [
+      (craneLib.fileset.commonCargoSources src)
+      (lib.fileset.fileFilter
+        (file: lib.any file.hasExt [ "proto" "sql" "rego" "json" "ncl" "mjs" ])
+        src)
+      (src + "/blueprints/files")
+    ];
+  };
+
   commonArgs = {
-    src = craneLib.cleanCargoSource src;
+    src = workspaceSource;
     strictDeps = true;
     # protox compiles the .proto files in Rust: no protoc needed.
     nativeBuildInputs = [ ];
@@ -24,6 +38,7 @@ let
     k8shell-identity = { crate = "crates/identity"; package = "k8shell-identity"; };
     k8shell-authz = { crate = "crates/authz"; package = "k8shell-authz"; };
     k8shell-session = { crate = "crates/session"; package = "k8shell-session"; };
+    k8shell = { crate = "crates/cli"; package = "k8shell-cli"; };
   };
 
   buildBinary = name: { package, ... }:
