@@ -2,6 +2,9 @@
 //! blueprint file into a [`WorkspaceSpec`], and the image builders.
 
 mod compile;
+pub mod nix;
+pub mod oci;
+mod registry;
 pub mod spec;
 
 pub use compile::{BUILDER_VERSION, BlueprintError, CONTRACT, Compiled, compile_file};

@@ -4,7 +4,107 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::{Args, ValueEnum};
+use k8shell_blueprint::oci::{OciTarget, Progress};
 use k8shell_blueprint::{Compiled, compile_file};
+
+/// Which builder makes the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Builder {
+    /// buildah from the blueprint's base image (any Linux host).
+    Oci,
+    /// nixpkgs' dockerTools (needs Nix with nixpkgs).
+    Nix,
+}
+
+/// `k8shell blueprint build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// Where to push: REGISTRY/REPOSITORY (the tag is the blueprint's hash).
+    #[arg(long, value_name = "REGISTRY/REPO")]
+    push: String,
+    #[arg(long, value_enum, default_value_t = Builder::Oci)]
+    builder: Builder,
+    /// Verify the registries' TLS certificates (`--tls-verify=false` for a plain-HTTP registry).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    tls_verify: bool,
+    /// USER:PASSWORD for the registry; default from K8SHELL_REGISTRY_USERNAME and
+    /// K8SHELL_REGISTRY_PASSWORD, else the auth file.
+    #[arg(long, value_name = "USER:PASSWORD")]
+    creds: Option<String>,
+    /// A docker-style config.json with registry credentials (default: $REGISTRY_AUTH_FILE, then
+    /// ~/.docker/config.json).
+    #[arg(long, value_name = "PATH")]
+    authfile: Option<PathBuf>,
+    /// buildah's storage (default ~/.cache/k8shell/buildah).
+    #[arg(long, value_name = "DIR")]
+    storage: Option<PathBuf>,
+}
+
+/// `build FILE --push REGISTRY/REPO`.
+pub fn build(args: &BuildArgs) -> ExitCode {
+    let compiled = match compile_file(&args.file) {
+        Ok(compiled) => compiled,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let credentials = args.creds.clone().or_else(|| {
+        let user = std::env::var("K8SHELL_REGISTRY_USERNAME").ok()?;
+        let password = std::env::var("K8SHELL_REGISTRY_PASSWORD").ok()?;
+        Some(format!("{user}:{password}"))
+    });
+    let auth_file = args
+        .authfile
+        .clone()
+        .or_else(|| std::env::var_os("REGISTRY_AUTH_FILE").map(PathBuf::from))
+        .or_else(|| {
+            home.as_ref()
+                .map(|h| h.join(".docker/config.json"))
+                .filter(|p| p.exists())
+        });
+    let storage = args.storage.clone().unwrap_or_else(|| {
+        home.clone()
+            .unwrap_or_else(std::env::temp_dir)
+            .join(".cache/k8shell/buildah")
+    });
+    let target = OciTarget {
+        repository: args.push.clone(),
+        tls_verify: args.tls_verify,
+        credentials,
+        auth_file,
+        storage,
+    };
+    let mut show = |progress: Progress| match progress {
+        Progress::Step(step) => println!("==> {step}"),
+        Progress::Layer(line) => println!("    {line}"),
+    };
+    let result = match args.builder {
+        Builder::Oci => k8shell_blueprint::oci::build(&compiled, &target, &mut show),
+        Builder::Nix => k8shell_blueprint::nix::build(&compiled, &target, &mut show),
+    };
+    match result {
+        Ok(built) if built.pushed => {
+            println!("pushed {}", built.reference);
+            ExitCode::SUCCESS
+        }
+        Ok(built) => {
+            println!(
+                "{} is up to date: nothing built, nothing pushed",
+                built.reference
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// `check FILE...`: every file compiled, every error shown, exit status 1 if any failed.
 pub fn check(files: &[PathBuf]) -> ExitCode {

@@ -37,6 +37,8 @@ enum BlueprintCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Build a blueprint's image and push it; nothing happens if the registry has it already.
+    Build(blueprint::BuildArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,5 +46,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Blueprint(BlueprintCommand::Check { files }) => blueprint::check(&files),
         Command::Blueprint(BlueprintCommand::Show { file, json }) => blueprint::show(&file, json),
+        Command::Blueprint(BlueprintCommand::Build(args)) => blueprint::build(&args),
     }
 }

@@ -77,3 +77,66 @@ fn show_prints_a_summary_or_the_spec_as_json() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent.ncl"));
 }
+
+#[test]
+fn build_pushes_once_with_progress_and_refuses_bad_credentials() {
+    let registry = k8shell_testkit::Registry::start_with_auth("ci", "pw").unwrap();
+    let base = registry.push_busybox("k8shell/busybox").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tiny.ncl");
+    std::fs::write(
+        &file,
+        format!(
+            "(import \"{}\") & {{ base | force = \"{base}\" }}",
+            example("busybox.ncl").display()
+        ),
+    )
+    .unwrap();
+    let repo = format!("{}/workspaces/busybox", registry.host());
+    let run = |creds: &str| {
+        k8shell()
+            .args(["blueprint", "build"])
+            .arg(&file)
+            .args([
+                "--push",
+                &repo,
+                "--tls-verify=false",
+                "--creds",
+                creds,
+                "--storage",
+            ])
+            .arg(dir.path().join("storage"))
+            .output()
+            .unwrap()
+    };
+    let refused = run("ci:nope");
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "registry {} refused the credentials",
+            registry.host()
+        )),
+        "{stderr}"
+    );
+
+    let first = run("ci:pw");
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        first.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        stdout.contains("==> setup step 1 of 1")
+            && stdout.contains("Copying blob")
+            && stdout.contains("pushed "),
+        "{stdout}"
+    );
+    let second = run("ci:pw");
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        second.status.success() && stdout.contains("is up to date: nothing built, nothing pushed"),
+        "{stdout}"
+    );
+}

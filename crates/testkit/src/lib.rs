@@ -10,11 +10,13 @@ mod nats;
 mod oidc;
 mod postgres;
 mod process;
+mod registry;
 
 pub use binaries::{Missing, require};
 pub use nats::Nats;
 pub use oidc::{Browser, NPM_PACKAGE, OidcProvider, npm_cache, query_param};
 pub use postgres::Postgres;
+pub use registry::{Registry, buildah, buildah_storage_args};
 
 /// What can go wrong while starting a component.
 #[derive(Debug, thiserror::Error)]
