@@ -17,10 +17,12 @@ pub(crate) fn auth_args(target: &OciTarget) -> Vec<String> {
 }
 
 pub(crate) fn is_unauthorized(detail: &str) -> bool {
+    // containers/image words a refusal like these; a bare "401" could be part of a digest.
     let lower = detail.to_lowercase();
     lower.contains("unauthorized")
         || lower.contains("authentication required")
-        || lower.contains("401")
+        || lower.contains("invalid username/password")
+        || lower.contains("403 (forbidden)")
         || lower.contains("403 forbidden")
 }
 

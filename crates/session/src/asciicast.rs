@@ -263,7 +263,12 @@ fn escape_byte(byte: u8) -> Option<Escaped> {
 pub fn event_time(line: &[u8]) -> Option<f64> {
     let rest = line.strip_prefix(b"[")?;
     let end = rest.iter().position(|&b| b == b',')?;
-    std::str::from_utf8(&rest[..end]).ok()?.trim().parse().ok()
+    let time: f64 = std::str::from_utf8(&rest[..end])
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    time.is_finite().then_some(time)
 }
 
 #[cfg(test)]

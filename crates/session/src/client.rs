@@ -78,6 +78,9 @@ pub struct Client {
     pub(crate) grpc: SessionsClient<Channel>,
     pub(crate) nats: Option<async_nats::Client>,
     pub(crate) config: ClientConfig,
+    /// Held while any clone lives: one holder per spool, or a resume would take over the
+    /// sessions of a process that is still running.
+    _spool_lock: std::sync::Arc<nix::fcntl::Flock<std::fs::File>>,
 }
 
 /// What a resume found and did.
@@ -85,6 +88,8 @@ pub struct Client {
 pub struct ResumeReport {
     pub sessions: usize,
     pub recordings: usize,
+    /// Session directories that could not be read; they stay in the spool.
+    pub failed: usize,
 }
 
 impl Client {
@@ -95,8 +100,26 @@ impl Client {
         nats: Option<async_nats::Client>,
         config: ClientConfig,
     ) -> Result<Self, ClientError> {
+        if config.heartbeat_every.is_zero() || config.max_backoff.is_zero() {
+            return Err(ClientError::Invalid(
+                "heartbeat_every and max_backoff must be longer than zero".to_owned(),
+            ));
+        }
         create_private_dir(&config.spool_dir)?;
+        let lock_path = config.spool_dir.join(".lock");
+        let lock_file =
+            std::fs::File::create(&lock_path).map_err(crate::spool::io_error(&lock_path))?;
+        let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| {
+                ClientError::Spool(crate::spool::SpoolError {
+                    path: lock_path.clone(),
+                    source: std::io::Error::other(format!(
+                        "{errno}: another process uses this recording spool; give each proxy its own"
+                    )),
+                })
+            })?;
         Ok(Self {
+            _spool_lock: std::sync::Arc::new(lock),
             grpc: SessionsClient::new(grpc).max_decoding_message_size(4 * 1024 * 1024),
             nats,
             config,
@@ -152,19 +175,31 @@ impl Client {
     pub async fn resume_spooled(&self) -> Result<ResumeReport, ClientError> {
         let mut report = ResumeReport::default();
         for dir in leftover_sessions(&self.config.spool_dir)? {
-            if dir.read_closed()?.is_none() {
-                dir.write_closed(&Closed {
-                    reason: "the connection ended when its proxy stopped".to_owned(),
-                    bytes_in: 0,
-                    bytes_out: 0,
-                })?;
-            }
+            // One damaged directory must not keep the others from being uploaded.
+            let flusher = match self.prepare_resume(dir.clone()) {
+                Ok(flusher) => flusher,
+                Err(error) => {
+                    tracing::error!(session = %dir.id, %error, "cannot resume a spooled session; it stays in the spool");
+                    report.failed += 1;
+                    continue;
+                }
+            };
             report.sessions += 1;
-            let flusher = SessionFlusher::resume(self.clone(), dir)?;
             report.recordings += flusher.recordings();
             flusher.run().await;
         }
         Ok(report)
+    }
+
+    fn prepare_resume(&self, dir: SessionDir) -> Result<SessionFlusher, ClientError> {
+        if dir.read_closed()?.is_none() {
+            dir.write_closed(&Closed {
+                reason: "the connection ended when its proxy stopped".to_owned(),
+                bytes_in: 0,
+                bytes_out: 0,
+            })?;
+        }
+        SessionFlusher::resume(self.clone(), dir)
     }
 
     /// Streams the whole recording as a plain asciicast v2 file (the `.cast` export).

@@ -335,7 +335,13 @@ impl SessionFlusher {
     pub fn resume(client: Client, dir: SessionDir) -> Result<Self, ClientError> {
         let mut recordings = Vec::new();
         for (meta, _done) in dir.recordings()? {
-            let written = whole_lines_length(&dir.recording_path(meta.recording_id, "cast"))?;
+            let cast = dir.recording_path(meta.recording_id, "cast");
+            if !cast.exists() {
+                // Uploaded; the process died while removing its files.
+                let _ = std::fs::remove_file(dir.recording_path(meta.recording_id, "json"));
+                continue;
+            }
+            let written = whole_lines_length(&cast)?;
             let (_, progress) = watch::channel(Progress {
                 written,
                 finished: true,
@@ -403,7 +409,8 @@ impl SessionFlusher {
         async move {
             let path = dir.recording_path(meta.recording_id, "cast");
             if upload_recording(grpc, &meta, &path, progress, max_backoff).await {
-                for extension in ["cast", "json", "done"] {
+                // The meta file first: a crash after it leaves files no resumer looks at.
+                for extension in ["json", "done", "cast"] {
                     let _ = std::fs::remove_file(dir.recording_path(meta.recording_id, extension));
                 }
             }
@@ -418,7 +425,6 @@ impl SessionFlusher {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(max_backoff);
         }
-        while uploads.join_next().await.is_some() {}
         let closed = match self.dir.read_closed() {
             Ok(Some(closed)) => closed,
             other => {
@@ -439,8 +445,13 @@ impl SessionFlusher {
             };
             match self.client.grpc.clone().close(request).await {
                 Ok(_) => break,
-                Err(status) if status.code() == tonic::Code::NotFound => {
-                    tracing::error!(session = %self.dir.id, "the session service does not know this session");
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        tonic::Code::NotFound | tonic::Code::PermissionDenied
+                    ) =>
+                {
+                    tracing::error!(session = %self.dir.id, error = %status.message(), "the session service refused to close this session");
                     break;
                 }
                 Err(status) => {
@@ -450,6 +461,8 @@ impl SessionFlusher {
                 }
             }
         }
+        // The session is over for everyone now; its recordings may take longer to arrive.
+        while uploads.join_next().await.is_some() {}
         let leftovers = self.dir.recordings().map(|r| r.len()).unwrap_or(1);
         if leftovers == 0 {
             if let Err(error) = self.dir.remove() {

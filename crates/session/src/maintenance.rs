@@ -25,14 +25,18 @@ pub(crate) async fn run(
     lost_after: Duration,
     stop: CancellationToken,
 ) {
-    let started = Instant::now();
+    // Heartbeats that failed while this service or its database was down are not the proxies'
+    // fault: sessions are judged lost only after `lost_after` of this service working.
+    let mut healthy_since = Instant::now();
     loop {
-        // Heartbeats stopped while this service was down are not the proxies' fault.
-        let judge_lost = started.elapsed() >= lost_after;
+        let judge_lost = healthy_since.elapsed() >= lost_after;
         match pass(&service, &retention, judge_lost.then_some(lost_after)).await {
             Ok(done) if done != Pass::default() => tracing::info!(?done, "session maintenance"),
             Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "session maintenance failed; retrying later"),
+            Err(error) => {
+                healthy_since = Instant::now();
+                tracing::warn!(%error, "session maintenance failed; retrying later");
+            }
         }
         tokio::select! {
             () = stop.cancelled() => return,

@@ -146,9 +146,14 @@ impl Recording {
     }
 
     fn append(&mut self) -> Result<(), SpoolError> {
-        self.file
-            .write_all(&self.line)
-            .map_err(io_error(&self.path))?;
+        if let Err(error) = self.file.write_all(&self.line) {
+            // Keep the file whole lines only: cut off what part of the line went out.
+            use std::io::Seek as _;
+            let written = self.progress.borrow().written;
+            let _ = self.file.set_len(written);
+            let _ = self.file.seek(std::io::SeekFrom::Start(written));
+            return Err(io_error(&self.path)(error));
+        }
         let added = self.line.len() as u64;
         self.progress.send_modify(|p| p.written += added);
         Ok(())

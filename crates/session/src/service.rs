@@ -844,9 +844,14 @@ impl Ingest {
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| Status::internal(format!("compressing a chunk: {e}")))?;
+        // A new key for every attempt: an upload that lost a race (see `add_chunk`) must never
+        // overwrite a chunk another upload has indexed.
         let key = format!(
-            "{}/{}/{:016}.zst",
-            self.session_id, self.recording_id, chunk.start
+            "{}/{}/{:016}-{}.zst",
+            self.session_id,
+            self.recording_id,
+            chunk.start,
+            k8shell_common::ids::new_id().simple()
         );
         let compressed_bytes = i32::try_from(compressed.len()).unwrap_or(i32::MAX);
         self.service

@@ -157,6 +157,7 @@ pub(crate) fn leftover_sessions(spool: &Path) -> Result<Vec<SessionDir>, SpoolEr
                 // Created but never opened (the holder died before Open answered): nothing to send.
                 std::fs::remove_dir_all(&path).map_err(io_error(&path))?;
             }
+            None if path.file_name().is_some_and(|n| n == ".lock") => {}
             None => {
                 tracing::warn!(path = %path.display(), "ignoring a stranger in the recording spool")
             }

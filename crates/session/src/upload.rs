@@ -31,10 +31,22 @@ pub(crate) enum UploadError {
 impl UploadError {
     /// Errors that retrying cannot fix (the recording's session is unknown, a bad request).
     fn is_permanent(&self) -> bool {
-        matches!(self, Self::Status(s) if matches!(
-            s.code(),
-            tonic::Code::NotFound | tonic::Code::InvalidArgument | tonic::Code::PermissionDenied
-        ))
+        match self {
+            Self::Status(s) => matches!(
+                s.code(),
+                tonic::Code::NotFound
+                    | tonic::Code::InvalidArgument
+                    | tonic::Code::PermissionDenied
+                    | tonic::Code::OutOfRange
+                    | tonic::Code::FailedPrecondition
+            ),
+            // The spool file is gone or shorter than its writer said.
+            Self::Io(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof
+            ),
+            Self::Ended => false,
+        }
     }
 }
 

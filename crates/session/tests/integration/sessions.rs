@@ -474,3 +474,20 @@ async fn retention_removes_old_sessions_with_their_recordings_and_audits_it() {
         "live sessions stay"
     );
 }
+
+#[tokio::test]
+async fn a_spool_belongs_to_one_proxy_at_a_time() {
+    let harness = Harness::start().await;
+    let spool = harness.spool("shared");
+    let first = harness.proxy_client(&spool).await;
+    let config = k8shell_session::ClientConfig::new(&spool);
+    let second =
+        k8shell_session::Client::new(harness.channel_as("ssh-proxy"), None, config.clone());
+    let error = second.unwrap_err().to_string();
+    assert!(
+        error.contains("another process uses this recording spool"),
+        "{error}"
+    );
+    drop(first);
+    assert!(k8shell_session::Client::new(harness.channel_as("ssh-proxy"), None, config).is_ok());
+}
