@@ -123,6 +123,22 @@ pub fn mtls_channel(uri: &str, tls: &Arc<ReloadingTls>) -> Result<Channel, GrpcE
     )
 }
 
+/// A channel to a gRPC server on a Unix socket (k8shelld on the local runtime: the socket's
+/// directory permissions are the access control, no TLS). Connects lazily.
+pub fn unix_channel(path: &std::path::Path) -> Channel {
+    let path = path.to_owned();
+    // A fixed, valid URI: the connector ignores it.
+    Endpoint::from_static("http://k8shelld.local").connect_with_connector_lazy(tower::service_fn(
+        move |_: Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(stream))
+            }
+        },
+    ))
+}
+
 /// The k8shell service that made this call, from its verified client certificate.
 pub fn caller_service<T>(request: &tonic::Request<T>) -> Result<String, tonic::Status> {
     let certs = request

@@ -1,0 +1,325 @@
+//! The local runtime with real components: a blueprint built by the oci builder and pushed to a
+//! real registry, pulled into the image cache, run by runc with the static k8shelld as init.
+//! Needs root (runc), as the local runtime does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8shell_common::jwt::{Jwks, JwtSigner, SessionClaims};
+use k8shell_proto::k8shelld::v1::workspace_client::WorkspaceClient;
+use k8shell_proto::k8shelld::v1::{
+    Eof, ExecInput, ExecStart, exec_input, exec_output, exit_status,
+};
+use k8shell_provisioner::local::{LocalConfig, LocalRuntime, RegistryAccess, is_mounted};
+use k8shell_provisioner::{Endpoint, Observed, Runtime, RuntimeError, WorkspaceRun};
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+const BUILD_STATIC: &str = "build it with\n\n    RUSTFLAGS='-C target-feature=+crt-static' cargo build --target x86_64-unknown-linux-gnu -p k8shell-k8shelld --bin k8shelld\n\n(scripts/test does)";
+
+/// The static k8shelld that scripts/test builds beside the normal build.
+fn static_k8shelld() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> → target/x86_64-unknown-linux-gnu/<profile>/k8shelld
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let profile = profile_dir.file_name().unwrap();
+    let path = profile_dir
+        .parent()
+        .unwrap()
+        .join("x86_64-unknown-linux-gnu")
+        .join(profile)
+        .join("k8shelld");
+    assert!(
+        path.exists(),
+        "the static k8shelld is missing at {}; {BUILD_STATIC}",
+        path.display()
+    );
+    path
+}
+
+struct Setup {
+    _registry: k8shell_testkit::Registry,
+    dir: tempfile::TempDir,
+    signer: JwtSigner,
+    runtime: LocalRuntime,
+    image: String,
+}
+
+/// A registry with a busybox workspace image built from the busybox blueprint.
+fn setup() -> Setup {
+    assert!(
+        nix_is_root(),
+        "the local runtime runs containers with runc: run this test as root (CI does)"
+    );
+    let registry = k8shell_testkit::Registry::start().unwrap();
+    let base = registry.push_busybox("k8shell/busybox").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let blueprint = dir.path().join("ws.ncl");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../blueprints/busybox.ncl");
+    std::fs::write(
+        &blueprint,
+        format!(
+            "(import \"{}\") & {{ base | force = \"{base}\", user.uid | force = 1000 }}",
+            example.display()
+        ),
+    )
+    .unwrap();
+    let compiled = k8shell_blueprint::compile_file(&blueprint).unwrap();
+    let target = k8shell_blueprint::oci::OciTarget {
+        repository: format!("{}/workspaces/busybox", registry.host()),
+        tls_verify: false,
+        credentials: None,
+        auth_file: None,
+        storage: dir.path().join("buildah"),
+    };
+    let image = k8shell_blueprint::oci::build(&compiled, &target, &mut |_| {})
+        .unwrap()
+        .reference;
+    let (signer, _) = JwtSigner::generate("provisioner-test").unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(
+        &jwks,
+        serde_json::to_vec(&Jwks {
+            keys: vec![signer.jwk()],
+        })
+        .unwrap(),
+    )
+    .unwrap();
+    let runtime = LocalRuntime::new(LocalConfig {
+        state_dir: dir.path().join("state"),
+        k8shelld: static_k8shelld(),
+        jwks_file: jwks,
+        registry: RegistryAccess {
+            tls_verify: false,
+            auth_file: None,
+        },
+        stop_grace: Duration::from_secs(5),
+    })
+    .unwrap();
+    Setup {
+        _registry: registry,
+        dir,
+        signer,
+        runtime,
+        image,
+    }
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn workspace(image: &str, name: &str) -> WorkspaceRun {
+    WorkspaceRun {
+        id: Uuid::now_v7(),
+        name: name.to_owned(),
+        image: image.to_owned(),
+        user: "dev".to_owned(),
+        uid: 1000,
+        gid: 1000,
+        cpu: 0.5,
+        memory_bytes: 256 << 20,
+    }
+}
+
+/// Runs `command` in the workspace through k8shelld; returns stdout and the exit code.
+async fn exec(channel: &Channel, token: &str, command: &str) -> (String, i32) {
+    let header: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+    let mut client = WorkspaceClient::with_interceptor(
+        channel.clone(),
+        move |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", header.clone());
+            Ok(request)
+        },
+    );
+    let input = [
+        ExecInput {
+            input: Some(exec_input::Input::Start(ExecStart {
+                command: command.to_owned(),
+                ..Default::default()
+            })),
+        },
+        ExecInput {
+            input: Some(exec_input::Input::StdinEof(Eof {})),
+        },
+    ];
+    let mut output = client
+        .exec(tokio_stream::iter(input))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stdout = Vec::new();
+    while let Some(message) = output.message().await.unwrap() {
+        match message.output {
+            Some(exec_output::Output::Stdout(data)) => stdout.extend(data),
+            Some(exec_output::Output::Exit(status)) => {
+                let code = match status.status {
+                    Some(exit_status::Status::Code(code)) => code,
+                    other => panic!("{command}: {other:?}"),
+                };
+                return (String::from_utf8(stdout).unwrap(), code);
+            }
+            _ => {}
+        }
+    }
+    panic!("{command}: the stream ended without an exit status");
+}
+
+fn token(signer: &JwtSigner, workspace: Uuid) -> String {
+    let now = k8shell_common::clock::now().unix_timestamp();
+    signer
+        .sign(&SessionClaims {
+            iss: "k8shell-identity".into(),
+            sub: "alice".into(),
+            aud: "k8shelld".into(),
+            ws: workspace,
+            sid: Uuid::now_v7(),
+            iat: now,
+            exp: now + 300,
+            nbf: None,
+            jti: None,
+        })
+        .unwrap()
+}
+
+/// Waits until k8shelld answers on its socket and runs a command.
+async fn ready(endpoint: &Endpoint, signer: &JwtSigner, workspace: Uuid) -> Channel {
+    let Endpoint::Unix(socket) = endpoint else {
+        panic!("the local runtime serves on Unix sockets")
+    };
+    let channel = k8shell_common::grpc::unix_channel(socket);
+    let mut health = k8shell_proto::health::pb::health_client::HealthClient::new(channel.clone());
+    k8shell_testkit::poll_until("k8shelld to answer its health check", || {
+        let mut health = health.clone();
+        async move {
+            health
+                .check(k8shell_proto::health::pb::HealthCheckRequest::default())
+                .await
+                .ok()
+        }
+    })
+    .await;
+    let _ = &mut health;
+    let (out, code) = exec(&channel, &token(signer, workspace), "true").await;
+    assert_eq!((out.as_str(), code), ("", 0));
+    channel
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_runs_keeps_its_home_across_restarts_and_leaves_nothing_behind() {
+    let setup = setup();
+    let ws = workspace(&setup.image, "tiny");
+    let token = token(&setup.signer, ws.id);
+    assert_eq!(
+        setup.runtime.observe(ws.id).await.unwrap(),
+        Observed::Absent
+    );
+
+    let endpoint = setup.runtime.start(&ws).await.unwrap();
+    let channel = ready(&endpoint, &setup.signer, ws.id).await;
+    assert_eq!(
+        exec(&channel, &token, "id -u; id -un").await,
+        ("1000\ndev\n".to_owned(), 0)
+    );
+    assert_eq!(exec(&channel, &token, "hostname").await.0, "tiny\n");
+    assert_eq!(
+        exec(&channel, &token, "cat /etc/motd; cat /opt/k8shell/stamp")
+            .await
+            .0,
+        "busybox workspace\nbuilt\n"
+    );
+    assert_eq!(
+        exec(&channel, &token, "echo kept > ~/kept.txt && pwd").await,
+        ("/home/dev\n".to_owned(), 0)
+    );
+    // Its own PID namespace, with k8shelld as PID 1, and no network but loopback.
+    assert_eq!(
+        exec(&channel, &token, "cat /proc/1/cmdline | tr '\\0' ' '")
+            .await
+            .0,
+        "/.k8shell/k8shelld --config /etc/k8shell/k8shelld.toml "
+    );
+    match setup.runtime.observe(ws.id).await.unwrap() {
+        Observed::Running { warnings, .. } => {
+            assert_eq!(
+                warnings,
+                Vec::<String>::new(),
+                "this host's cgroups take the limits"
+            )
+        }
+        other => panic!("expected running, got {other:?}"),
+    }
+    // Starting a running workspace changes nothing.
+    assert_eq!(setup.runtime.start(&ws).await.unwrap(), endpoint);
+
+    setup.runtime.stop(ws.id).await.unwrap();
+    assert_eq!(
+        setup.runtime.observe(ws.id).await.unwrap(),
+        Observed::Stopped
+    );
+    let endpoint = setup.runtime.start(&ws).await.unwrap();
+    let channel = ready(&endpoint, &setup.signer, ws.id).await;
+    assert_eq!(
+        exec(&channel, &token, "cat ~/kept.txt").await,
+        ("kept\n".to_owned(), 0)
+    );
+
+    setup.runtime.delete(ws.id).await.unwrap();
+    assert_eq!(
+        setup.runtime.observe(ws.id).await.unwrap(),
+        Observed::Absent
+    );
+    let state = setup.dir.path().join("state");
+    assert!(
+        !state.join("workspaces").join(ws.id.to_string()).exists(),
+        "the workspace directory is gone"
+    );
+    assert!(
+        !state
+            .join("runc")
+            .join(format!("k8shell-{}", ws.id.simple()))
+            .exists(),
+        "runc forgot the container"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&ws.id.to_string()), "no mount is left");
+    assert!(!is_mounted(&state.join("workspaces")));
+    let cgroup_left = [
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/cpu,cpuacct",
+        "/sys/fs/cgroup/unified",
+    ]
+    .iter()
+    .map(|root| {
+        Path::new(root)
+            .join("k8shell")
+            .join(format!("ws-{}", ws.id.simple()))
+    })
+    .find(|path| path.exists());
+    assert_eq!(cgroup_left, None, "no cgroup is left");
+    // Deleting twice is fine (a reconciler may repeat itself).
+    setup.runtime.delete(ws.id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_that_does_not_exist_fails_clearly_and_leaves_nothing() {
+    let setup = setup();
+    let missing = format!("{}-missing", setup.image);
+    let ws = workspace(&missing, "ghost");
+    let error = setup.runtime.start(&ws).await.unwrap_err();
+    assert!(matches!(error, RuntimeError::Image { .. }), "{error}");
+    assert!(error.to_string().contains(&missing), "{error}");
+    assert_eq!(
+        setup.runtime.observe(ws.id).await.unwrap(),
+        Observed::Absent
+    );
+}
