@@ -10,6 +10,8 @@
 { pkgs ? import <nixpkgs> { }
 , specFile
 , tag ? "latest"
+  # The blueprint's hash (a label, as the oci builder sets it).
+, hash ? ""
 }:
 let
   inherit (pkgs) lib;
@@ -32,32 +34,33 @@ let
     root:x:0:
     ${user.name}:x:${toString user.gid}:
   '';
-  sudoers = lib.optional user.sudo (pkgs.writeTextDir "etc/sudoers.d/k8shell" ''
-    ${user.name} ALL=(ALL) NOPASSWD:ALL
-  '');
-  files = lib.mapAttrsToList
-    (path: file: pkgs.writeTextDir (lib.removePrefix "/" path) file.content)
-    spec.files;
-  # Modes and owners the store cannot carry are applied when the image is assembled.
-  fileModes = lib.concatStringsSep "\n" (lib.mapAttrsToList
+  # sudo needs a setuid binary, which the store cannot hold: `k8shell blueprint build` refuses
+  # `user.sudo = true` with this builder.
+  # The blueprint's files, with modes and owners the store cannot carry, are put in place when
+  # the image is assembled.
+  fileCommands = lib.concatStringsSep "\n" (lib.mapAttrsToList
     (path: file:
-      let owner = if file.owner == "user" then "${toString user.uid}:${toString user.gid}" else "0:0";
+      let
+        owner = if file.owner == "user" then "${toString user.uid}:${toString user.gid}" else "0:0";
+        target = lib.escapeShellArg ".${path}";
       in ''
-        rm -f ".${path}" && cp "${pkgs.writeText "file" file.content}" ".${path}"
-        chmod "$(printf '%o' ${toString file.mode})" ".${path}"
-        chown ${owner} ".${path}"
+        mkdir -p "$(dirname ${target})"
+        rm -f ${target}
+        cp ${pkgs.writeText "blueprint-file" file.content} ${target}
+        chmod "$(printf '%o' ${toString file.mode})" ${target}
+        chown ${owner} ${target}
       '')
     spec.files);
 in
 pkgs.dockerTools.streamLayeredImage {
   name = spec.name;
   inherit tag;
-  contents = [ pkgs.bashInteractive pkgs.coreutils passwd group ] ++ sudoers ++ files ++ packages;
+  contents = [ pkgs.bashInteractive pkgs.coreutils passwd group ] ++ packages;
   fakeRootCommands = ''
     mkdir -p .${home} tmp
     chmod 1777 tmp
     chown ${toString user.uid}:${toString user.gid} .${home}
-    ${fileModes}
+    ${fileCommands}
   '';
   enableFakechroot = false;
   config = {
@@ -67,6 +70,7 @@ pkgs.dockerTools.streamLayeredImage {
     ExposedPorts = lib.listToAttrs (map (p: lib.nameValuePair "${toString p.port}/${p.protocol}" { }) spec.ports);
     Labels = spec.labels // {
       "dev.k8shell.blueprint.name" = spec.name;
+      "dev.k8shell.blueprint.hash" = hash;
       "dev.k8shell.builder" = "nix/1";
     };
   };

@@ -42,7 +42,7 @@ pub struct Compiled {
     pub spec: WorkspaceSpec,
     /// The spec as canonical JSON (keys sorted): what the hash covers.
     pub canonical_json: String,
-    /// Hex SHA-256 of the builder version and the canonical JSON.
+    /// Hex SHA-256 of the builder version and the parts of the spec that make the image.
     pub hash: String,
 }
 
@@ -173,6 +173,21 @@ fn finish(json: &str, file: &str, base_dir: &Path) -> Result<Compiled, Blueprint
             (true, None) => {}
             (false, Some(source)) => {
                 let source_path = base_dir.join(&source);
+                // Only files beside the blueprint: a blueprint must not copy the builder's own
+                // secrets (say ~/.docker/config.json) into the image it pushes.
+                let inside = std::fs::canonicalize(&source_path)
+                    .map(|p| p.starts_with(base_dir))
+                    .unwrap_or(true);
+                if !inside {
+                    return Err(invalid(
+                        file,
+                        format!("{field}.source"),
+                        format!(
+                            "{source} is outside the blueprint's directory {}: keep sources beside the blueprint",
+                            base_dir.display()
+                        ),
+                    ));
+                }
                 let bytes = std::fs::read(&source_path).map_err(|e| {
                     invalid(
                         file,
@@ -201,6 +216,54 @@ fn finish(json: &str, file: &str, base_dir: &Path) -> Result<Compiled, Blueprint
             ));
         }
     }
+    for (name, value) in &spec.env {
+        if value.contains('$') {
+            return Err(invalid(
+                file,
+                format!("env.{name}"),
+                "values are taken literally and may not contain '$'; write the value out (e.g. \"/home/dev/go\", not \"$HOME/go\")",
+            ));
+        }
+    }
+    for key in spec.labels.keys() {
+        let valid = !key.is_empty()
+            && key.len() <= 128
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/'));
+        if !valid {
+            return Err(invalid(
+                file,
+                format!("labels.{key}"),
+                "label keys are letters, digits and . - _ /, at most 128",
+            ));
+        }
+    }
+    for package in &spec.packages {
+        let valid = package
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+            && package.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '-' | '_' | ':' | '=')
+            });
+        if !valid {
+            return Err(invalid(
+                file,
+                "packages",
+                format!(
+                    "{package:?} is not a package name: letters, digits and . + - _ : =, starting with a letter or digit"
+                ),
+            ));
+        }
+    }
+    if spec.user.name == "root" {
+        return Err(invalid(
+            file,
+            "user.name",
+            "the workspace user cannot be root; choose another name (sudo gives root when needed)",
+        ));
+    }
     let mut names = std::collections::BTreeSet::new();
     for port in &spec.ports {
         if !names.insert(&port.name) {
@@ -228,11 +291,27 @@ fn finish(json: &str, file: &str, base_dir: &Path) -> Result<Compiled, Blueprint
     let canonical_json = serde_json::to_value(&spec)
         .and_then(|value| serde_json::to_string(&value))
         .map_err(|e| invalid(file, "(blueprint)", e.to_string()))?;
-    let mut hashed = Vec::with_capacity(canonical_json.len() + 16);
+    // The tag covers what goes into the image, not what only the runtime reads (resources,
+    // idle timeout, home, ssh permissions, dotfiles, description): changing those rebuilds nothing.
+    let image_part = serde_json::json!({
+        "base": spec.base,
+        "package_manager": spec.package_manager,
+        "packages": spec.packages,
+        "setup": spec.setup,
+        "files": spec.files,
+        "env": spec.env,
+        "user": spec.user,
+        "ports": spec.ports,
+        "labels": spec.labels,
+        "name": spec.name,
+    });
+    let image_json = serde_json::to_string(&image_part)
+        .map_err(|e| invalid(file, "(blueprint)", e.to_string()))?;
+    let mut hashed = Vec::with_capacity(image_json.len() + 16);
     hashed.extend_from_slice(b"k8shell-blueprint/");
     hashed.extend_from_slice(BUILDER_VERSION.as_bytes());
     hashed.push(b'\n');
-    hashed.extend_from_slice(canonical_json.as_bytes());
+    hashed.extend_from_slice(image_json.as_bytes());
     let digest = ring::digest::digest(&ring::digest::SHA256, &hashed);
     let hash = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     Ok(Compiled {

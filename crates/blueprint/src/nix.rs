@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use crate::compile::Compiled;
 use crate::oci::{BuildError, Built, OciTarget, Progress};
-use crate::registry::{already_pushed, auth_args, is_unauthorized, tool};
+use crate::registry::{already_pushed, auth_args, is_unauthorized, tool, with_auth_file};
 
 /// The Nix function, as shipped with this build.
 pub const BLUEPRINT_IMAGE_NIX: &str = include_str!("../../../nix/blueprint-image.nix");
@@ -17,6 +17,14 @@ pub fn build(
     target: &OciTarget,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Built, BuildError> {
+    if compiled.spec.user.sudo {
+        return Err(BuildError::Step {
+            step: "nix builder".to_owned(),
+            detail: "`user.sudo = true` needs a setuid sudo, which images built from the Nix store cannot carry: use --builder oci, or set `user.sudo = false`".to_owned(),
+        });
+    }
+    let (target, _auth_file) = with_auth_file(target)?;
+    let target = &target;
     let tag = format!("{}-nix", compiled.image_tag());
     let reference = format!("{}:{tag}", target.repository.trim_end_matches('/'));
     if let Some(built) = already_pushed(&reference, target, progress)? {
@@ -46,7 +54,7 @@ pub fn build(
         .arg("--argstr")
         .arg("specFile")
         .arg(&spec)
-        .args(["--argstr", "tag", &tag])
+        .args(["--argstr", "tag", &tag, "--argstr", "hash", &compiled.hash])
         .stdin(Stdio::null())
         .output()?;
     if !out.status.success() {
@@ -73,9 +81,12 @@ pub fn build(
     progress(Progress::Step(format!("pushing {reference}")));
     let out = Command::new(skopeo)
         .args(["copy", &format!("--dest-tls-verify={}", target.tls_verify)])
-        .args(auth_args(target).iter().map(|a| {
-            a.replace("--creds", "--dest-creds")
-                .replace("--authfile", "--dest-authfile")
+        .args(auth_args(target).into_iter().map(|a| {
+            if a == "--authfile" {
+                "--dest-authfile".to_owned()
+            } else {
+                a
+            }
         }))
         .arg(format!("docker-archive:{}", archive.display()))
         .arg(format!("docker://{reference}"))

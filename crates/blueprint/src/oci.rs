@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::compile::Compiled;
-use crate::registry::{already_pushed, auth_args, is_unauthorized, tool};
+use crate::registry::{already_pushed, auth_args, is_unauthorized, tool, with_auth_file};
 use crate::spec::{FileOwner, PackageManager, WorkspaceSpec};
 
 /// Where and how to push.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OciTarget {
     /// `registry/repository`, e.g. `harbor.example.com/workspaces/rust`.
     pub repository: String,
@@ -22,6 +22,21 @@ pub struct OciTarget {
     pub auth_file: Option<PathBuf>,
     /// buildah's storage (root and runroot), private to the builder.
     pub storage: PathBuf,
+}
+
+impl std::fmt::Debug for OciTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OciTarget")
+            .field("repository", &self.repository)
+            .field("tls_verify", &self.tls_verify)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "[redacted]"),
+            )
+            .field("auth_file", &self.auth_file)
+            .field("storage", &self.storage)
+            .finish()
+    }
 }
 
 /// What a build did.
@@ -75,6 +90,8 @@ pub fn build(
     target: &OciTarget,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Built, BuildError> {
+    let (target, _auth_file) = with_auth_file(target)?;
+    let target = &target;
     let repository = target.repository.trim_end_matches('/');
     let last = repository.rsplit('/').next().unwrap_or_default();
     if !repository.contains('/') || last.contains(':') || repository.contains('@') {
@@ -273,15 +290,21 @@ fn build_in(
 /// files, not every base has useradd), its home, and sudo rights if asked.
 fn user_script(spec: &WorkspaceSpec) -> String {
     let user = &spec.user;
-    let name = &user.name;
+    // The name is a checked lowercase name and the ids are numbers; the shell is a checked path,
+    // quoted all the same.
+    let (name, uid, gid) = (&user.name, user.uid, user.gid);
+    let shell = shell_quote(&user.shell);
     let mut script = format!(
-        "grep -q '^{name}:' /etc/group || echo '{name}:x:{gid}:' >> /etc/group; \
-         grep -q '^{name}:' /etc/passwd || echo '{name}:x:{uid}:{gid}::/home/{name}:{shell}' >> /etc/passwd; \
-         if [ -f /etc/shadow ]; then grep -q '^{name}:' /etc/shadow || echo '{name}:!:19000::::::' >> /etc/shadow; fi; \
-         mkdir -p /home/{name} && chown {uid}:{gid} /home/{name} && chmod 0750 /home/{name}",
-        uid = user.uid,
-        gid = user.gid,
-        shell = user.shell,
+        "set -e; \
+         fail() {{ echo \"$1\" >&2; exit 1; }}; \
+         owner=$(awk -F: '$3 == {uid} {{ print $1 }}' /etc/passwd); \
+         [ -z \"$owner\" ] || [ \"$owner\" = {name} ] || fail \"uid {uid} belongs to $owner in the base image: choose another uid\"; \
+         existing=$(awk -F: '$1 == \"{name}\" {{ print $3 }}' /etc/passwd); \
+         [ -z \"$existing\" ] || [ \"$existing\" = {uid} ] || fail \"user {name} exists in the base image with uid $existing: choose another name, or uid $existing\"; \
+         grep -q '^{name}:' /etc/group || echo '{name}:x:{gid}:' >> /etc/group; \
+         [ -n \"$existing\" ] || printf '%s\\n' \"{name}:x:{uid}:{gid}::/home/{name}:\"{shell} >> /etc/passwd; \
+         if [ -f /etc/shadow ]; then grep -q '^{name}:' /etc/shadow || echo '{name}:*:19000::::::' >> /etc/shadow; fi; \
+         mkdir -p /home/{name} && chown {uid}:{gid} /home/{name} && chmod 0750 /home/{name}"
     );
     if user.sudo {
         script.push_str(&format!(

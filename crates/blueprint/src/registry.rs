@@ -6,6 +6,31 @@ use std::process::{Command, Stdio};
 
 use crate::oci::{BuildError, Built, OciTarget, Progress};
 
+/// Credentials given as `user:password` go to the tools in a private temporary auth file (mode
+/// 0600), never on their command lines, where `ps` would show them. Returns the target to use
+/// and the file to keep until the build ends.
+pub(crate) fn with_auth_file(
+    target: &OciTarget,
+) -> Result<(OciTarget, Option<tempfile::NamedTempFile>), BuildError> {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    let Some(credentials) = &target.credentials else {
+        return Ok((target.clone(), None));
+    };
+    let token = base64::engine::general_purpose::STANDARD.encode(credentials.as_bytes());
+    let auths = serde_json::json!({"auths": {target.registry(): {"auth": token}}});
+    let mut file = tempfile::Builder::new()
+        .prefix("k8shell-auth-")
+        .suffix(".json")
+        .tempfile()?;
+    file.write_all(auths.to_string().as_bytes())?;
+    file.flush()?;
+    let mut with_file = target.clone();
+    with_file.credentials = None;
+    with_file.auth_file = Some(file.path().to_owned());
+    Ok((with_file, Some(file)))
+}
+
 pub(crate) fn auth_args(target: &OciTarget) -> Vec<String> {
     let mut args = Vec::new();
     if let Some(creds) = &target.credentials {

@@ -208,12 +208,12 @@ impl WorkspaceSpec {
         let (number, unit) = text.split_at(text.len().checked_sub(1)?);
         let n: u64 = number.parse().ok()?;
         let seconds = match unit {
-            "s" => n,
-            "m" => n * 60,
-            "h" => n * 3600,
-            "d" => n * 86_400,
-            _ => return None,
-        };
+            "s" => Some(n),
+            "m" => n.checked_mul(60),
+            "h" => n.checked_mul(3600),
+            "d" => n.checked_mul(86_400),
+            _ => None,
+        }?;
         Some(Duration::from_secs(seconds))
     }
 }

@@ -151,6 +151,24 @@ fn a_blueprint_is_built_pushed_once_and_rebuilt_when_it_changes() {
     assert_eq!(second.reference, built.reference);
     assert!(!again.iter().any(|p| matches!(p, Progress::Layer(_))));
 
+    // A blueprint on top of this image whose user would take dev's uid: refused, clearly.
+    let conflict = dir.path().join("conflict.ncl");
+    std::fs::write(
+        &conflict,
+        format!(
+            "{{ name = \"conflict\", base = \"{}\", user = {{ name = \"alice\", uid = 1000 }} }}",
+            built.reference
+        ),
+    )
+    .unwrap();
+    let error = build(&compile_file(&conflict).unwrap(), &target, &mut |_| {}).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("uid 1000 belongs to dev in the base image"),
+        "{error}"
+    );
+
     // A changed blueprint: a new tag.
     let changed = blueprint(dir.path(), &base, "hello again");
     let third = build(&changed, &target, &mut |_| {}).unwrap();

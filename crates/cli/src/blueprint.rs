@@ -17,8 +17,8 @@ pub enum Builder {
     Nix,
 }
 
-/// `k8shell blueprint build`.
-#[derive(Debug, Args)]
+/// `k8shell blueprint build`. (Debug by hand: it may hold credentials.)
+#[derive(Args)]
 pub struct BuildArgs {
     #[arg(value_name = "FILE")]
     file: PathBuf,
@@ -41,6 +41,17 @@ pub struct BuildArgs {
     /// buildah's storage (default ~/.cache/k8shell/buildah).
     #[arg(long, value_name = "DIR")]
     storage: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for BuildArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildArgs")
+            .field("file", &self.file)
+            .field("push", &self.push)
+            .field("builder", &self.builder)
+            .field("creds", &self.creds.as_ref().map(|_| "[redacted]"))
+            .finish_non_exhaustive()
+    }
 }
 
 /// `build FILE --push REGISTRY/REPO`.
