@@ -11,7 +11,9 @@ use k8shell_proto::k8shelld::v1::workspace_client::WorkspaceClient;
 use k8shell_proto::k8shelld::v1::{
     Eof, ExecInput, ExecStart, exec_input, exec_output, exit_status,
 };
-use k8shell_provisioner::local::{LocalConfig, LocalRuntime, RegistryAccess, is_mounted};
+use k8shell_provisioner::local::{
+    LocalConfig, LocalRuntime, NetworkConfig, RegistryAccess, is_mounted,
+};
 use k8shell_provisioner::{Endpoint, Observed, Runtime, RuntimeError, WorkspaceRun};
 use tonic::transport::Channel;
 use uuid::Uuid;
@@ -48,6 +50,10 @@ struct Setup {
 
 /// A registry with a busybox workspace image built from the busybox blueprint.
 fn setup() -> Setup {
+    setup_with(None)
+}
+
+fn setup_with(network: Option<NetworkConfig>) -> Setup {
     assert!(
         nix_is_root(),
         "the local runtime runs containers with runc: run this test as root (CI does)"
@@ -95,6 +101,7 @@ fn setup() -> Setup {
             auth_file: None,
         },
         stop_grace: Duration::from_secs(5),
+        network,
     })
     .unwrap();
     Setup {
@@ -322,4 +329,138 @@ async fn an_image_that_does_not_exist_fails_clearly_and_leaves_nothing() {
         setup.runtime.observe(ws.id).await.unwrap(),
         Observed::Absent
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workspaces_reach_neither_each_other_nor_the_hosts_services() {
+    // A bridge and subnet of this test's own, removed at the end.
+    let tag = Uuid::now_v7().simple().to_string();
+    let subnet = u8::from_str_radix(&tag[tag.len() - 2..], 16).unwrap() % 200 + 20;
+    let network = NetworkConfig {
+        bridge: format!("k8sht{}", &tag[tag.len() - 6..]),
+        gateway: std::net::Ipv4Addr::new(10, subnet, 0, 1),
+    };
+    let setup = setup_with(Some(network.clone()));
+    let (a, b) = (
+        workspace(&setup.image, "alpha"),
+        workspace(&setup.image, "beta"),
+    );
+    let _cleanup = NetworkCleanup {
+        bridge: network.bridge.clone(),
+        workspaces: vec![a.id, b.id],
+        runc_root: setup.dir.path().join("state/runc"),
+    };
+    let channel_a = ready(&setup.runtime.start(&a).await.unwrap(), &setup.signer, a.id).await;
+    let channel_b = ready(&setup.runtime.start(&b).await.unwrap(), &setup.signer, b.id).await;
+    let (token_a, token_b) = (token(&setup.signer, a.id), token(&setup.signer, b.id));
+    let address_a = setup.runtime.address(a.id).unwrap();
+    assert_ne!(Some(address_a), setup.runtime.address(b.id));
+
+    // alpha serves on 8080; it answers itself, and the host (the proxies' side) reaches it.
+    let serve = "setsid sh -c 'while true; do echo reached | nc -l -p 8080; done' </dev/null >/dev/null 2>&1 &";
+    assert_eq!(exec(&channel_a, &token_a, serve).await.1, 0);
+    let local = k8shell_testkit::poll_until("alpha's server to listen", || {
+        let (channel, token) = (channel_a.clone(), token_a.clone());
+        async move {
+            let (out, _) = exec(&channel, &token, "nc -w 2 127.0.0.1 8080 </dev/null").await;
+            out.contains("reached").then_some(out)
+        }
+    })
+    .await;
+    assert_eq!(local, "reached\n");
+    // The server restarts nc after each connection: try until it listens again.
+    let answer = k8shell_testkit::poll_until("alpha's server to answer the host", || async move {
+        let mut stream = tokio::net::TcpStream::connect((address_a, 8080))
+            .await
+            .ok()?;
+        let mut answer = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer)
+            .await
+            .ok()?;
+        (!answer.is_empty()).then_some(answer)
+    })
+    .await;
+    assert_eq!(answer, "reached\n");
+
+    // beta cannot reach alpha.
+    let (out, _) = exec(
+        &channel_b,
+        &token_b,
+        &format!("nc -w 2 {address_a} 8080 </dev/null; echo done"),
+    )
+    .await;
+    assert_eq!(out, "done\n", "beta reached alpha");
+
+    // Neither reaches a service of the host, not even on the bridge's own address.
+    let host_service = tokio::net::TcpListener::bind((network.gateway, 0))
+        .await
+        .unwrap();
+    let port = host_service.local_addr().unwrap().port();
+    let accepted = tokio::spawn(async move { host_service.accept().await.map(drop) });
+    let (out, _) = exec(
+        &channel_b,
+        &token_b,
+        &format!("nc -w 2 {} {port} </dev/null; echo done", network.gateway),
+    )
+    .await;
+    assert_eq!(out, "done\n");
+    assert!(
+        !accepted.is_finished(),
+        "a workspace connected to a host service"
+    );
+    accepted.abort();
+
+    for ws in [a.id, b.id] {
+        setup.runtime.delete(ws).await.unwrap();
+        assert!(
+            !Path::new(&format!("/var/run/netns/k8shell-{}", ws.simple())).exists(),
+            "the network namespace is gone"
+        );
+    }
+    setup.runtime.remove_network().await.unwrap();
+    let links = std::process::Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(
+        !links.contains(&network.bridge),
+        "the bridge is gone: {links}"
+    );
+    assert!(
+        !links.contains(&format!("kv{}", &a.id.simple().to_string()[20..])),
+        "no veth is left: {links}"
+    );
+}
+
+/// Takes down what a failed network test left on the host (the runtime does it on success):
+/// containers, their network namespaces, the bridge and its firewall table.
+struct NetworkCleanup {
+    bridge: String,
+    workspaces: Vec<Uuid>,
+    runc_root: PathBuf,
+}
+
+impl Drop for NetworkCleanup {
+    fn drop(&mut self) {
+        let run = |args: &[&str]| {
+            let _ = std::process::Command::new(args[0])
+                .args(&args[1..])
+                .output();
+        };
+        let root = self.runc_root.display().to_string();
+        for ws in &self.workspaces {
+            let id = format!("k8shell-{}", ws.simple());
+            run(&["runc", "--root", &root, "delete", "--force", &id]);
+            run(&["ip", "netns", "del", &id]);
+        }
+        run(&["ip", "link", "del", &self.bridge]);
+        run(&[
+            "nft",
+            "delete",
+            "table",
+            "inet",
+            &format!("k8shell_{}", self.bridge),
+        ]);
+    }
 }

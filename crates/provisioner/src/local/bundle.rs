@@ -62,6 +62,7 @@ pub fn spec(
     image_env: &[String],
     paths: &HostPaths<'_>,
     limits: bool,
+    netns: Option<&Path>,
 ) -> Result<Spec, RuntimeError> {
     let invalid = |e: serde_json::Error| RuntimeError::Step {
         step: "writing the container's config.json".to_owned(),
@@ -109,6 +110,11 @@ pub fn spec(
         &format!("/home/{}", workspace.user),
         false,
     ));
+    if let (Some(netns), Some(namespaces)) = (netns, value["linux"]["namespaces"].as_array_mut()) {
+        for namespace in namespaces.iter_mut().filter(|n| n["type"] == "network") {
+            namespace["path"] = netns.display().to_string().into();
+        }
+    }
     value["linux"]["cgroupsPath"] = format!("/k8shell/ws-{}", workspace.id.simple()).into();
     value["linux"]["resources"] = if limits {
         let period: u64 = 100_000;

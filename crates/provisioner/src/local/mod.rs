@@ -10,10 +10,12 @@
 //! <state>/workspaces/<id>/image          the image the rootfs came from
 //! ```
 //!
-//! Not yet: the veth to a bridge with outbound NAT (a workspace has loopback only for now).
+//! With a [`NetworkConfig`], each workspace has its own network namespace on a bridge with
+//! outbound NAT (see `network`); without one, loopback only.
 
 mod bundle;
 mod image;
+mod network;
 mod runc;
 
 use std::os::unix::fs::PermissionsExt as _;
@@ -23,6 +25,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 pub use image::{ImageCache, RegistryAccess};
+pub use network::NetworkConfig;
 use runc::{ContainerState, Runc};
 
 use crate::runtime::{Endpoint, Observed, Runtime, RuntimeError, RuntimeFuture, WorkspaceRun};
@@ -39,6 +42,8 @@ pub struct LocalConfig {
     pub registry: RegistryAccess,
     /// How long k8shelld gets to end its sessions before it is killed.
     pub stop_grace: Duration,
+    /// The workspace network; None gives workspaces loopback only.
+    pub network: Option<NetworkConfig>,
 }
 
 /// Workspaces as runc containers.
@@ -47,6 +52,9 @@ pub struct LocalRuntime {
     config: LocalConfig,
     images: ImageCache,
     runc: Runc,
+    bridge_ready: tokio::sync::OnceCell<()>,
+    /// Address allocation reads and writes the workspaces' address files: one at a time.
+    addressing: tokio::sync::Mutex<()>,
 }
 
 fn tool(name: &str, package: &str) -> Result<PathBuf, RuntimeError> {
@@ -74,6 +82,8 @@ impl LocalRuntime {
         Ok(Self {
             images: ImageCache::new(config.state_dir.join("images"), config.registry.clone()),
             runc: Runc::new(config.state_dir.join("runc"))?,
+            bridge_ready: tokio::sync::OnceCell::new(),
+            addressing: tokio::sync::Mutex::new(()),
             config,
         })
     }
@@ -139,11 +149,47 @@ impl LocalRuntime {
         Ok(image_config.env)
     }
 
+    /// The workspace's address on the workspace network, if there is one.
+    pub fn address(&self, workspace: Uuid) -> Option<std::net::Ipv4Addr> {
+        std::fs::read_to_string(self.dir(workspace).join("address"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Joins the workspace to the network (bridge made on first use); returns its namespace.
+    async fn attach_network(&self, workspace: Uuid) -> Result<Option<PathBuf>, RuntimeError> {
+        let Some(network) = &self.config.network else {
+            return Ok(None);
+        };
+        self.bridge_ready
+            .get_or_try_init(|| network::ensure_bridge(network))
+            .await?;
+        let _one_at_a_time = self.addressing.lock().await;
+        let address = network::address(
+            network,
+            &self.config.state_dir.join("workspaces"),
+            workspace,
+        )?;
+        network::attach(network, workspace, address).await?;
+        Ok(Some(network::netns_path(workspace)))
+    }
+
+    /// Removes the bridge and its firewall rules (the runtime is being taken down).
+    pub async fn remove_network(&self) -> Result<(), RuntimeError> {
+        match &self.config.network {
+            Some(network) => network::remove_bridge(network).await,
+            None => Ok(()),
+        }
+    }
+
     async fn write_spec(
         &self,
         workspace: &WorkspaceRun,
         env: &[String],
         limits: bool,
+        netns: Option<&Path>,
     ) -> Result<(), RuntimeError> {
         let dir = self.dir(workspace.id);
         let paths = bundle::HostPaths {
@@ -153,7 +199,7 @@ impl LocalRuntime {
             home: &dir.join("home"),
             run_dir: &dir.join("run"),
         };
-        let spec = bundle::spec(workspace, env, &paths, limits)?;
+        let spec = bundle::spec(workspace, env, &paths, limits, netns)?;
         spec.save(dir.join("bundle").join("config.json"))
             .map_err(|e| RuntimeError::Step {
                 step: "writing config.json".to_owned(),
@@ -171,10 +217,12 @@ impl LocalRuntime {
             _ => self.runc.delete(&id).await?,
         }
         let env = self.prepare(workspace).await?;
+        let netns = self.attach_network(workspace.id).await?;
+        let netns = netns.as_deref();
         let _ = std::fs::remove_file(&socket);
         let dir = self.dir(workspace.id);
         let log = dir.join("container.log");
-        self.write_spec(workspace, &env, true).await?;
+        self.write_spec(workspace, &env, true, netns).await?;
         if let Err(error) = self.runc.run(&id, &dir.join("bundle"), &log).await {
             if !error.to_string().contains("cgroup") {
                 let _ = self.runc.delete(&id).await;
@@ -183,7 +231,7 @@ impl LocalRuntime {
             // The host's cgroups refuse the limits: run without, and say so in the status.
             tracing::warn!(workspace = %workspace.id, %error, "starting without CPU and memory limits");
             let _ = self.runc.delete(&id).await;
-            self.write_spec(workspace, &env, false).await?;
+            self.write_spec(workspace, &env, false, netns).await?;
             self.runc.run(&id, &dir.join("bundle"), &log).await?;
             std::fs::write(dir.join("limits-not-applied"), error.to_string())
                 .map_err(RuntimeError::io("recording the missing limits"))?;
@@ -237,6 +285,7 @@ impl Runtime for LocalRuntime {
     fn delete<'a>(&'a self, workspace: Uuid) -> RuntimeFuture<'a, ()> {
         Box::pin(async move {
             self.stop_inner(workspace).await?;
+            network::detach(workspace).await?;
             let dir = self.dir(workspace);
             match std::fs::remove_dir_all(&dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
