@@ -264,6 +264,16 @@ fn finish(json: &str, file: &str, base_dir: &Path) -> Result<Compiled, Blueprint
             "the workspace user cannot be root; choose another name (sudo gives root when needed)",
         ));
     }
+    let mut numbers = std::collections::BTreeSet::new();
+    for port in &spec.ports {
+        if !numbers.insert((port.port, port.protocol as u8)) {
+            return Err(invalid(
+                file,
+                "ports",
+                format!("port {} is listed twice for the same protocol", port.port),
+            ));
+        }
+    }
     let mut names = std::collections::BTreeSet::new();
     for port in &spec.ports {
         if !names.insert(&port.name) {
@@ -277,15 +287,15 @@ fn finish(json: &str, file: &str, base_dir: &Path) -> Result<Compiled, Blueprint
             ));
         }
     }
-    if !spec.dotfiles.is_empty()
-        && !["https://", "ssh://", "git@"]
-            .iter()
-            .any(|p| spec.dotfiles.starts_with(p))
-    {
+    let dotfiles_host = ["https://", "ssh://", "git@"]
+        .iter()
+        .find_map(|p| spec.dotfiles.strip_prefix(p))
+        .map(|rest| rest.split(['/', ':']).next().unwrap_or_default().to_owned());
+    if !spec.dotfiles.is_empty() && dotfiles_host.as_deref().is_none_or(str::is_empty) {
         return Err(invalid(
             file,
             "dotfiles",
-            "use a git URL starting with https://, ssh:// or git@",
+            "use a git URL with a host, starting with https://, ssh:// or git@ (e.g. https://github.com/you/dotfiles.git)",
         ));
     }
     let canonical_json = serde_json::to_value(&spec)

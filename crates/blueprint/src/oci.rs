@@ -193,6 +193,17 @@ fn build_in(
         )?;
     }
     if !spec.files.is_empty() {
+        // A file path that is a directory in the image would swallow the file silently.
+        let check = spec
+            .files
+            .keys()
+            .map(|path| {
+                let quoted = shell_quote(path);
+                format!("if [ -d {quoted} ]; then echo \"files: \"{quoted}\" is a directory in the base image: name a file\" >&2; exit 1; fi")
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        sh("checking the file paths", &check, progress)?;
         progress(Progress::Step(format!(
             "adding {} file(s)",
             spec.files.len()

@@ -169,6 +169,21 @@ fn a_blueprint_is_built_pushed_once_and_rebuilt_when_it_changes() {
         "{error}"
     );
 
+    // A file path that is a directory in the base image: refused, not swallowed.
+    let into_dir = dir.path().join("into-dir.ncl");
+    std::fs::write(
+        &into_dir,
+        format!("{{ name = \"into-dir\", base = \"{base}\", files = {{ \"/etc\" = {{ content = \"x\" }} }} }}"),
+    )
+    .unwrap();
+    let error = build(&compile_file(&into_dir).unwrap(), &target, &mut |_| {}).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("is a directory in the base image"),
+        "{error}"
+    );
+
     // A changed blueprint: a new tag.
     let changed = blueprint(dir.path(), &base, "hello again");
     let third = build(&changed, &target, &mut |_| {}).unwrap();

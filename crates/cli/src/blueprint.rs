@@ -64,11 +64,20 @@ pub fn build(args: &BuildArgs) -> ExitCode {
         }
     };
     let home = std::env::var_os("HOME").map(PathBuf::from);
-    let credentials = args.creds.clone().or_else(|| {
-        let user = std::env::var("K8SHELL_REGISTRY_USERNAME").ok()?;
-        let password = std::env::var("K8SHELL_REGISTRY_PASSWORD").ok()?;
-        Some(format!("{user}:{password}"))
-    });
+    let from_env = match (
+        std::env::var("K8SHELL_REGISTRY_USERNAME").ok(),
+        std::env::var("K8SHELL_REGISTRY_PASSWORD").ok(),
+    ) {
+        (Some(user), Some(password)) => Some(format!("{user}:{password}")),
+        (None, None) => None,
+        _ => {
+            eprintln!(
+                "set both K8SHELL_REGISTRY_USERNAME and K8SHELL_REGISTRY_PASSWORD, or neither"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let credentials = args.creds.clone().or(from_env);
     let auth_file = args
         .authfile
         .clone()
@@ -91,8 +100,8 @@ pub fn build(args: &BuildArgs) -> ExitCode {
         storage,
     };
     let mut show = |progress: Progress| match progress {
-        Progress::Step(step) => println!("==> {step}"),
-        Progress::Layer(line) => println!("    {line}"),
+        Progress::Step(step) => say(&format!("==> {step}")),
+        Progress::Layer(line) => say(&format!("    {line}")),
     };
     let result = match args.builder {
         Builder::Oci => k8shell_blueprint::oci::build(&compiled, &target, &mut show),
@@ -100,14 +109,14 @@ pub fn build(args: &BuildArgs) -> ExitCode {
     };
     match result {
         Ok(built) if built.pushed => {
-            println!("pushed {}", built.reference);
+            say(&format!("pushed {}", built.reference));
             ExitCode::SUCCESS
         }
         Ok(built) => {
-            println!(
+            say(&format!(
                 "{} is up to date: nothing built, nothing pushed",
                 built.reference
-            );
+            ));
             ExitCode::SUCCESS
         }
         Err(error) => {
@@ -122,12 +131,12 @@ pub fn check(files: &[PathBuf]) -> ExitCode {
     let mut failed = 0;
     for file in files {
         match compile_file(file) {
-            Ok(compiled) => println!(
+            Ok(compiled) => say(&format!(
                 "ok    {}  ({}, image tag {})",
                 file.display(),
                 compiled.spec.name,
                 compiled.image_tag()
-            ),
+            )),
             Err(error) => {
                 failed += 1;
                 eprintln!("error {}\n{error}\n", file.display());
@@ -275,4 +284,9 @@ fn summary(compiled: &Compiled) -> String {
 
 fn yes(allowed: bool) -> &'static str {
     if allowed { "yes" } else { "no" }
+}
+
+/// A line on standard output; a closed pipe (`| head`) is not worth a panic.
+fn say(line: &str) {
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
