@@ -1,10 +1,11 @@
 //! provisioner: workspaces from blueprints, on the local runtime (runc) and on Kubernetes.
 //!
-//! This first part is the runtime layer: the [`Runtime`] trait and the local runtime. The
-//! service (gRPC, schema `provisioner`, reconciler, idle stop) and the Kubernetes runtime build
-//! on it.
+//! So far: the runtime layer (the [`Runtime`] trait and the local runtime) and the store (schema
+//! `provisioner`). The service (gRPC, reconciler, idle stop) and the Kubernetes runtime build on
+//! them.
 
 pub mod local;
 pub mod runtime;
+pub mod store;
 
 pub use runtime::{Endpoint, Observed, Runtime, RuntimeError, WorkspaceRun};

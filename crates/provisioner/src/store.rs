@@ -1,0 +1,341 @@
+//! Schema `provisioner`: workspaces with their desired and observed state, and every transition.
+//!
+//! Observed state moves by compare-and-set (`transition` names the state it expects), so that a
+//! reconciler that crashed and came back, or two that raced, can never move a workspace twice.
+
+use sqlx::Row as _;
+use sqlx::postgres::{PgPool, PgRow};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// The migrations of schema `provisioner`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// What the owner wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Desired {
+    Running,
+    Stopped,
+    Deleted,
+}
+
+/// What the runtime has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observed {
+    Pending,
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Deleting,
+    Deleted,
+    Failed,
+}
+
+macro_rules! names {
+    ($type:ident { $($variant:ident => $name:literal),* $(,)? }) => {
+        impl $type {
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $name),* }
+            }
+
+            fn parse(text: &str) -> Result<Self, StoreError> {
+                match text {
+                    $($name => Ok(Self::$variant),)*
+                    other => Err(StoreError::Corrupt(format!("unknown state {other:?}"))),
+                }
+            }
+        }
+    };
+}
+
+names!(Desired { Running => "running", Stopped => "stopped", Deleted => "deleted" });
+names!(Observed {
+    Pending => "pending", Starting => "starting", Running => "running", Stopping => "stopping",
+    Stopped => "stopped", Deleting => "deleting", Deleted => "deleted", Failed => "failed",
+});
+
+/// Storage errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "{owner} already has a workspace named {name:?}: choose another name, or delete that one first"
+    )]
+    NameTaken { owner: String, name: String },
+    #[error("no workspace {0}")]
+    NotFound(Uuid),
+    #[error("stored data is not what this version understands: {0}")]
+    Corrupt(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// A workspace row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkspaceRow {
+    pub id: Uuid,
+    pub owner: String,
+    pub name: String,
+    pub blueprint_source: String,
+    pub spec: serde_json::Value,
+    pub image: String,
+    pub runtime: String,
+    pub desired: Desired,
+    pub observed: Observed,
+    pub reason: String,
+    pub endpoint: String,
+    pub idle_timeout_seconds: i64,
+    pub created_at: OffsetDateTime,
+    pub last_activity_at: OffsetDateTime,
+}
+
+/// A workspace to create.
+#[derive(Debug, Clone)]
+pub struct NewWorkspace {
+    pub owner: String,
+    pub name: String,
+    pub blueprint_source: String,
+    pub spec: serde_json::Value,
+    pub image: String,
+    pub runtime: String,
+    pub idle_timeout_seconds: i64,
+}
+
+/// One stored transition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+}
+
+const COLUMNS: &str = "id, owner, name, blueprint_source, spec, image, runtime, desired, observed, reason, endpoint, idle_timeout_seconds, created_at, last_activity_at";
+
+fn row(row: &PgRow) -> Result<WorkspaceRow, StoreError> {
+    Ok(WorkspaceRow {
+        id: row.try_get("id")?,
+        owner: row.try_get("owner")?,
+        name: row.try_get("name")?,
+        blueprint_source: row.try_get("blueprint_source")?,
+        spec: row.try_get("spec")?,
+        image: row.try_get("image")?,
+        runtime: row.try_get("runtime")?,
+        desired: Desired::parse(row.try_get("desired")?)?,
+        observed: Observed::parse(row.try_get("observed")?)?,
+        reason: row.try_get("reason")?,
+        endpoint: row.try_get("endpoint")?,
+        idle_timeout_seconds: row.try_get("idle_timeout_seconds")?,
+        created_at: row.try_get("created_at")?,
+        last_activity_at: row.try_get("last_activity_at")?,
+    })
+}
+
+/// The store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Creates a workspace: pending, wanted running.
+    pub async fn create(&self, new: &NewWorkspace) -> Result<WorkspaceRow, StoreError> {
+        let id = k8shell_common::ids::new_id();
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO workspaces (id, owner, name, blueprint_source, spec, image, runtime, desired, observed, idle_timeout_seconds)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', 'pending', $8) RETURNING {COLUMNS}"
+        )))
+        .bind(id)
+        .bind(&new.owner)
+        .bind(&new.name)
+        .bind(&new.blueprint_source)
+        .bind(&new.spec)
+        .bind(&new.image)
+        .bind(&new.runtime)
+        .bind(new.idle_timeout_seconds)
+        .fetch_one(&mut *tx)
+        .await;
+        let created = match inserted {
+            Ok(created) => row(&created)?,
+            Err(sqlx::Error::Database(e)) if e.constraint() == Some("workspaces_name") => {
+                return Err(StoreError::NameTaken {
+                    owner: new.owner.clone(),
+                    name: new.name.clone(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        record(&mut tx, id, "", "pending", "created").await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<WorkspaceRow, StoreError> {
+        let found = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM workspaces WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound(id))?;
+        row(&found)
+    }
+
+    /// The owner's workspace by name (deleted ones are gone).
+    pub async fn by_name(
+        &self,
+        owner: &str,
+        name: &str,
+    ) -> Result<Option<WorkspaceRow>, StoreError> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM workspaces WHERE owner = $1 AND name = $2 AND observed <> 'deleted'"
+        )))
+        .bind(owner)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|found| row(&found))
+        .transpose()
+    }
+
+    /// Workspaces that exist, of one owner or of all, by name.
+    pub async fn list(&self, owner: Option<&str>) -> Result<Vec<WorkspaceRow>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM workspaces WHERE observed <> 'deleted' AND ($1::text IS NULL OR owner = $1) ORDER BY owner, name"
+        )))
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row).collect()
+    }
+
+    /// What the owner wants now.
+    pub async fn set_desired(
+        &self,
+        id: Uuid,
+        desired: Desired,
+    ) -> Result<WorkspaceRow, StoreError> {
+        let updated = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE workspaces SET desired = $2, updated_at = now() WHERE id = $1 AND observed <> 'deleted' RETURNING {COLUMNS}"
+        )))
+        .bind(id)
+        .bind(desired.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound(id))?;
+        row(&updated)
+    }
+
+    /// Moves the observed state from `from` to `to` and records why; false (and nothing
+    /// changed) if the workspace is no longer in `from`.
+    pub async fn transition(
+        &self,
+        id: Uuid,
+        from: Observed,
+        to: Observed,
+        reason: &str,
+        endpoint: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE workspaces SET observed = $3, reason = $4, endpoint = COALESCE($5, endpoint), updated_at = now()
+             WHERE id = $1 AND observed = $2",
+        )
+        .bind(id)
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .bind(reason)
+        .bind(endpoint)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if moved {
+            record(&mut tx, id, from.as_str(), to.as_str(), reason).await?;
+        }
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    /// The transitions of a workspace, oldest first.
+    pub async fn transitions(&self, id: Uuid) -> Result<Vec<Transition>, StoreError> {
+        let rows = sqlx::query("SELECT from_state, to_state, reason FROM transitions WHERE workspace_id = $1 ORDER BY id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Transition {
+                    from: r.try_get("from_state")?,
+                    to: r.try_get("to_state")?,
+                    reason: r.try_get("reason")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Session activity (what idle stop looks at); never moves backwards.
+    pub async fn touch(&self, id: Uuid, at: OffsetDateTime) -> Result<(), StoreError> {
+        let touched = sqlx::query(
+            "UPDATE workspaces SET last_activity_at = GREATEST(last_activity_at, $2) WHERE id = $1",
+        )
+        .bind(id)
+        .bind(at)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if touched == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound(id))
+        }
+    }
+
+    /// Running workspaces, wanted running, idle longer than their timeout at `now`.
+    pub async fn idle(&self, now: OffsetDateTime) -> Result<Vec<WorkspaceRow>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM workspaces
+             WHERE observed = 'running' AND desired = 'running' AND idle_timeout_seconds > 0
+               AND last_activity_at + make_interval(secs => idle_timeout_seconds) < $1
+             ORDER BY last_activity_at"
+        )))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row).collect()
+    }
+
+    /// Workspaces whose observed state does not match what is wanted (the reconciler's work).
+    pub async fn unsettled(&self) -> Result<Vec<WorkspaceRow>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM workspaces
+             WHERE observed <> 'deleted' AND observed <> 'failed'
+               AND NOT (desired = observed)
+             ORDER BY updated_at"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row).collect()
+    }
+}
+
+async fn record(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    id: Uuid,
+    from: &str,
+    to: &str,
+    reason: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO transitions (workspace_id, from_state, to_state, reason) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(from)
+        .bind(to)
+        .bind(reason)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
