@@ -1,7 +1,5 @@
 //! The policy service: bundle, gRPC, decision log, metrics.
 
-use std::sync::Arc;
-
 use k8shell_common::grpc::{allow_services, mtls_incoming};
 use k8shell_common::shutdown::Shutdown;
 use k8shell_common::tls::ReloadingTls;
@@ -96,19 +94,15 @@ pub async fn serve(config: Config, listeners: Listeners, shutdown: Shutdown) -> 
     policies.watch(config.reload_every, stop.clone());
     let events = match (&config.nats, &config.outbox) {
         (Some(nats), Some(outbox)) => {
-            let outbox = Arc::new(
-                k8shell_common::events::Outbox::open(outbox.clone())
-                    .map_err(k8shell_common::events::EventError::from)?,
-            );
-            let client = k8shell_common::events::connect(nats, "k8shell-authz").await?;
-            let js = async_nats::jetstream::new(client);
-            tokio::spawn(k8shell_common::events::run_delivery(
-                Arc::clone(&outbox),
-                js,
-                Default::default(),
+            let (publisher, _) = k8shell_common::events::start_publishing(
+                nats,
+                outbox,
+                "k8shell-authz",
+                &[k8shell_common::events::AUDIT],
                 stop.clone(),
-            ));
-            Some(k8shell_common::events::EventPublisher::new(outbox))
+            )
+            .await?;
+            Some(publisher)
         }
         (None, None) => None,
         _ => {

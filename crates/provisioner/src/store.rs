@@ -102,9 +102,11 @@ pub struct NewWorkspace {
 }
 
 /// One stored transition.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Transition {
+    #[sqlx(rename = "from_state")]
     pub from: String,
+    #[sqlx(rename = "to_state")]
     pub to: String,
     pub reason: String,
 }
@@ -263,19 +265,12 @@ impl Store {
 
     /// The transitions of a workspace, oldest first.
     pub async fn transitions(&self, id: Uuid) -> Result<Vec<Transition>, StoreError> {
-        let rows = sqlx::query("SELECT from_state, to_state, reason FROM transitions WHERE workspace_id = $1 ORDER BY id")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Transition {
-                    from: r.try_get("from_state")?,
-                    to: r.try_get("to_state")?,
-                    reason: r.try_get("reason")?,
-                })
-            })
-            .collect()
+        Ok(sqlx::query_as(
+            "SELECT from_state, to_state, reason FROM transitions WHERE workspace_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Session activity (what idle stop looks at); never moves backwards.

@@ -18,28 +18,6 @@ use k8shell_provisioner::{Endpoint, Observed, Runtime, RuntimeError, WorkspaceRu
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-const BUILD_STATIC: &str = "build it with\n\n    RUSTFLAGS='-C target-feature=+crt-static' cargo build --target x86_64-unknown-linux-gnu -p k8shell-k8shelld --bin k8shelld\n\n(scripts/test does)";
-
-/// The static k8shelld that scripts/test builds beside the normal build.
-fn static_k8shelld() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test> → target/x86_64-unknown-linux-gnu/<profile>/k8shelld
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let profile = profile_dir.file_name().unwrap();
-    let path = profile_dir
-        .parent()
-        .unwrap()
-        .join("x86_64-unknown-linux-gnu")
-        .join(profile)
-        .join("k8shelld");
-    assert!(
-        path.exists(),
-        "the static k8shelld is missing at {}; {BUILD_STATIC}",
-        path.display()
-    );
-    path
-}
-
 struct Setup {
     _registry: k8shell_testkit::Registry,
     dir: tempfile::TempDir,
@@ -94,7 +72,7 @@ fn setup_with(network: Option<NetworkConfig>) -> Setup {
     .unwrap();
     let runtime = LocalRuntime::new(LocalConfig {
         state_dir: dir.path().join("state"),
-        k8shelld: static_k8shelld(),
+        k8shelld: k8shell_testkit::static_k8shelld(None).unwrap(),
         jwks_file: jwks,
         registry: RegistryAccess {
             tls_verify: false,

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use k8shell_common::events::{EventPublisher, Outbox};
 use k8shell_common::grpc::{allow_services, mtls_incoming};
 use k8shell_common::shutdown::Shutdown;
 use k8shell_common::tls::ReloadingTls;
@@ -82,25 +81,19 @@ pub async fn serve(
     }
     let pool = k8shell_common::db::connect(&config.database, "session", &MIGRATOR).await?;
     let stop = shutdown.token();
-    let outbox = Arc::new(
-        Outbox::open(config.outbox.clone()).map_err(k8shell_common::events::EventError::from)?,
-    );
-    let nats = k8shell_common::events::connect(&config.nats, "k8shell-session").await?;
-    tokio::spawn(ensure_audit_stream(
-        async_nats::jetstream::new(nats.clone()),
+    let (events, nats) = k8shell_common::events::start_publishing(
+        &config.nats,
+        &config.outbox,
+        "k8shell-session",
+        &[k8shell_common::events::AUDIT],
         stop.clone(),
-    ));
-    tokio::spawn(k8shell_common::events::run_delivery(
-        Arc::clone(&outbox),
-        async_nats::jetstream::new(nats.clone()),
-        Default::default(),
-        stop.clone(),
-    ));
+    )
+    .await?;
     let service = SessionService {
         store: Store::new(pool),
         blobs,
         live: Arc::new(LiveView::default()),
-        events: EventPublisher::new(outbox),
+        events,
         nats,
         ingest: IngestPolicy {
             chunks: ChunkPolicy {
@@ -138,23 +131,4 @@ pub async fn serve(
         )
         .await?;
     Ok(())
-}
-
-/// The AUDIT stream must exist for the audit events to be stored; NATS may come up later.
-async fn ensure_audit_stream(
-    js: async_nats::jetstream::Context,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    let mut backoff = std::time::Duration::from_millis(100);
-    loop {
-        match k8shell_common::events::ensure_stream(&js, &k8shell_common::events::AUDIT).await {
-            Ok(_) => return,
-            Err(error) => tracing::warn!(%error, "AUDIT stream not ready yet"),
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
-    }
 }

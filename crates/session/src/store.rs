@@ -47,6 +47,11 @@ pub struct SessionRow {
     pub bytes_out: i64,
 }
 
+/// A recording with its chunk count and size; callers add WHERE and GROUP BY r.id.
+const RECORDING_SELECT: &str = "SELECT r.id, r.session_id, r.channel, r.kind, r.header, r.stored_bytes, r.duration, r.complete,
+        count(c.seq) AS chunks, COALESCE(sum(c.compressed_bytes), 0)::bigint AS compressed_bytes
+     FROM recordings r LEFT JOIN chunks c ON c.recording_id = r.id";
+
 const SESSION_COLUMNS: &str = "id, user_id, username, workspace_id, workspace_owner, workspace_name, kind, host(client_ip) AS client_ip, client_port, client_version, admin_access, holder, started_at, last_activity_at, ended_at, end_reason, bytes_in, bytes_out";
 
 fn session_row(row: &PgRow) -> Result<SessionRow, sqlx::Error> {
@@ -77,7 +82,7 @@ fn session_row(row: &PgRow) -> Result<SessionRow, sqlx::Error> {
 }
 
 /// A timeline event.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct TimelineRow {
     pub seq: Option<i64>,
     pub at: OffsetDateTime,
@@ -87,7 +92,7 @@ pub struct TimelineRow {
 }
 
 /// A recording and how much of it is stored.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct RecordingRow {
     pub id: Uuid,
     pub session_id: Uuid,
@@ -102,7 +107,7 @@ pub struct RecordingRow {
 }
 
 /// One chunk of the index.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct ChunkRow {
     pub seq: i32,
     pub start_offset: i64,
@@ -282,23 +287,12 @@ impl Store {
     }
 
     pub async fn timeline(&self, id: Uuid) -> Result<Vec<TimelineRow>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT seq, at, kind, channel, data FROM timeline WHERE session_id = $1 ORDER BY at, id",
         )
         .bind(id)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(TimelineRow {
-                    seq: row.try_get("seq")?,
-                    at: row.try_get("at")?,
-                    kind: row.try_get("kind")?,
-                    channel: row.try_get("channel")?,
-                    data: row.try_get("data")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     pub async fn list(&self, filter: &ListFilter) -> Result<Vec<SessionRow>, StoreError> {
@@ -365,30 +359,22 @@ impl Store {
     }
 
     pub async fn recording(&self, id: Uuid) -> Result<RecordingRow, StoreError> {
-        let row = sqlx::query(
-            "SELECT r.id, r.session_id, r.channel, r.kind, r.header, r.stored_bytes, r.duration, r.complete,
-                    count(c.seq) AS chunks, COALESCE(sum(c.compressed_bytes), 0)::bigint AS compressed_bytes
-             FROM recordings r LEFT JOIN chunks c ON c.recording_id = r.id
-             WHERE r.id = $1 GROUP BY r.id",
-        )
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{RECORDING_SELECT} WHERE r.id = $1 GROUP BY r.id"
+        )))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?
-        .ok_or(StoreError::NoRecording(id))?;
-        Ok(recording_row(&row)?)
+        .ok_or(StoreError::NoRecording(id))
     }
 
     pub async fn recordings_of(&self, session: Uuid) -> Result<Vec<RecordingRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT r.id, r.session_id, r.channel, r.kind, r.header, r.stored_bytes, r.duration, r.complete,
-                    count(c.seq) AS chunks, COALESCE(sum(c.compressed_bytes), 0)::bigint AS compressed_bytes
-             FROM recordings r LEFT JOIN chunks c ON c.recording_id = r.id
-             WHERE r.session_id = $1 GROUP BY r.id ORDER BY r.created_at, r.id",
-        )
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{RECORDING_SELECT} WHERE r.session_id = $1 GROUP BY r.id ORDER BY r.created_at, r.id"
+        )))
         .bind(session)
         .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(recording_row).collect::<Result<_, _>>()?)
+        .await?)
     }
 
     /// Adds a stored chunk to the index and moves the recording's stored offset past it, only
@@ -450,27 +436,14 @@ impl Store {
         recording: Uuid,
         from_time: f64,
     ) -> Result<Vec<ChunkRow>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT seq, start_offset, end_offset, first_time, last_time, compressed_bytes, object_key
              FROM chunks WHERE recording_id = $1 AND ($2 <= 0 OR last_time >= $2) ORDER BY seq",
         )
         .bind(recording)
         .bind(from_time)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(ChunkRow {
-                    seq: row.try_get("seq")?,
-                    start_offset: row.try_get("start_offset")?,
-                    end_offset: row.try_get("end_offset")?,
-                    first_time: row.try_get("first_time")?,
-                    last_time: row.try_get("last_time")?,
-                    compressed_bytes: row.try_get("compressed_bytes")?,
-                    object_key: row.try_get("object_key")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     /// The next chunk number of a recording.
@@ -524,21 +497,6 @@ impl Store {
             .await?;
         Ok(())
     }
-}
-
-fn recording_row(row: &PgRow) -> Result<RecordingRow, sqlx::Error> {
-    Ok(RecordingRow {
-        id: row.try_get("id")?,
-        session_id: row.try_get("session_id")?,
-        channel: row.try_get("channel")?,
-        kind: row.try_get("kind")?,
-        header: row.try_get("header")?,
-        stored_bytes: row.try_get("stored_bytes")?,
-        duration: row.try_get("duration")?,
-        complete: row.try_get("complete")?,
-        chunks: row.try_get("chunks")?,
-        compressed_bytes: row.try_get("compressed_bytes")?,
-    })
 }
 
 fn clamp(n: u64) -> i64 {

@@ -6,6 +6,7 @@
 //! package to install: a test never passes by skipping.
 
 mod binaries;
+mod k8shelld;
 mod nats;
 mod oidc;
 mod postgres;
@@ -13,6 +14,7 @@ mod process;
 mod registry;
 
 pub use binaries::{Missing, require};
+pub use k8shelld::static_k8shelld;
 pub use nats::Nats;
 pub use oidc::{Browser, NPM_PACKAGE, OidcProvider, npm_cache, query_param};
 pub use postgres::Postgres;

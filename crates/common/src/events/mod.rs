@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 pub use consumer::{Delivery, DurableConsumer};
 pub use outbox::{Outbox, OutboxConfig, OutboxError, PendingEvent, Position};
-pub use publisher::{DeliveryConfig, EventPublisher, run_delivery};
+pub use publisher::{DeliveryConfig, EventPublisher, run_delivery, start_publishing};
 
 /// Version of the envelope and of every payload type; bumped on incompatible change.
 pub const EVENT_VERSION: u32 = 1;

@@ -146,3 +146,46 @@ async fn send(
         ))),
     }
 }
+
+/// A service's publishing set up in one call: the outbox opened, NATS connected (in the
+/// background if it is down), the delivery task running until `stop`, and the streams the events
+/// land in created as soon as NATS answers. Returns the publisher and the NATS client (for
+/// core-NATS requests such as terminate).
+pub async fn start_publishing(
+    nats: &super::NatsConfig,
+    outbox: &super::OutboxConfig,
+    client_name: &str,
+    streams: &'static [super::StreamSpec],
+    stop: CancellationToken,
+) -> Result<(EventPublisher, async_nats::Client), EventError> {
+    let outbox = Arc::new(Outbox::open(outbox.clone())?);
+    let client = super::connect(nats, client_name).await?;
+    let js = jetstream::new(client.clone());
+    tokio::spawn(ensure_streams(js.clone(), streams, stop.clone()));
+    tokio::spawn(run_delivery(
+        Arc::clone(&outbox),
+        js,
+        DeliveryConfig::default(),
+        stop,
+    ));
+    Ok((EventPublisher::new(outbox), client))
+}
+
+/// Events are stored only once their stream exists; NATS may come up after the service.
+async fn ensure_streams(
+    js: jetstream::Context,
+    streams: &'static [super::StreamSpec],
+    stop: CancellationToken,
+) {
+    for spec in streams {
+        let mut backoff = Duration::from_millis(100);
+        while let Err(error) = super::ensure_stream(&js, spec).await {
+            tracing::warn!(%error, stream = spec.name, "stream not ready yet");
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+}

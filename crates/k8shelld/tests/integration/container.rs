@@ -12,33 +12,6 @@ use nix::unistd::Pid;
 
 use crate::harness::{self, Ended, Exec, run, start, unix_channel, with_token};
 
-const BUILD_STATIC: &str = "build it with\n\n    \
-    RUSTFLAGS='-C target-feature=+crt-static' cargo build --target x86_64-unknown-linux-gnu -p k8shell-k8shelld --bin k8shelld\n\n\
-    (scripts/test does)";
-
-/// The statically linked k8shelld, built by scripts/test next to the normal build.
-fn static_k8shelld() -> PathBuf {
-    let dynamic = Path::new(env!("CARGO_BIN_EXE_k8shelld"));
-    let profile = dynamic.parent().and_then(Path::file_name).unwrap();
-    let target_dir = dynamic.parent().and_then(Path::parent).unwrap();
-    let path = target_dir
-        .join("x86_64-unknown-linux-gnu")
-        .join(profile)
-        .join("k8shelld");
-    assert!(
-        path.exists(),
-        "the static k8shelld is missing at {}; {BUILD_STATIC}",
-        path.display()
-    );
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).unwrap();
-    assert!(
-        modified(&path) >= modified(dynamic),
-        "the static k8shelld at {} is older than the current build; {BUILD_STATIC}",
-        path.display()
-    );
-    path
-}
-
 /// Whether an ELF file asks for a dynamic loader (a PT_INTERP program header).
 fn has_interpreter(path: &Path) -> bool {
     let elf = std::fs::read(path).unwrap();
@@ -80,7 +53,9 @@ impl Container {
             nix::unistd::geteuid().is_root(),
             "this test starts a PID namespace and a chroot: run it as root (CI does)"
         );
-        let binary = static_k8shelld();
+        let binary =
+            k8shell_testkit::static_k8shelld(Some(Path::new(env!("CARGO_BIN_EXE_k8shelld"))))
+                .unwrap();
         assert!(
             !has_interpreter(&binary),
             "k8shelld must be statically linked"

@@ -60,11 +60,12 @@ impl ImageCache {
     }
 
     /// Pulls `image` unless the cache has it (a digest reference never changes; a tag is pulled
-    /// again only when missing, so a restart does not depend on the registry).
-    pub async fn pull(&self, image: &str) -> Result<(), RuntimeError> {
+    /// again only when missing, so a restart does not depend on the registry). Returns the
+    /// image's configuration.
+    pub async fn pull(&self, image: &str) -> Result<ImageConfig, RuntimeError> {
         let _one_at_a_time = self.pulling.lock().await;
-        if self.config(image).await.is_ok() {
-            return Ok(());
+        if let Ok(config) = self.config(image).await {
+            return Ok(config);
         }
         std::fs::create_dir_all(&self.layout)
             .map_err(RuntimeError::io("creating the image cache"))?;
@@ -86,18 +87,17 @@ impl ImageCache {
             .output()
             .await
             .map_err(RuntimeError::io("running skopeo copy"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(RuntimeError::Image {
+        if !out.status.success() {
+            return Err(RuntimeError::Image {
                 image: image.to_owned(),
                 detail: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            })
+            });
         }
+        self.config(image).await
     }
 
     /// The image's configuration, from the cache.
-    pub async fn config(&self, image: &str) -> Result<ImageConfig, RuntimeError> {
+    async fn config(&self, image: &str) -> Result<ImageConfig, RuntimeError> {
         let out = Command::new(super::tool("skopeo", "skopeo")?)
             .args(["inspect", "--config"])
             .arg(self.oci_ref(image))

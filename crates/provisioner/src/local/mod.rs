@@ -108,8 +108,7 @@ impl LocalRuntime {
     /// directories made.
     async fn prepare(&self, workspace: &WorkspaceRun) -> Result<Vec<String>, RuntimeError> {
         let dir = self.dir(workspace.id);
-        self.images.pull(&workspace.image).await?;
-        let image_config = self.images.config(&workspace.image).await?;
+        let image_config = self.images.pull(&workspace.image).await?;
         let bundle = dir.join("bundle");
         let marker = dir.join("image");
         let unpacked = std::fs::read_to_string(&marker).ok();

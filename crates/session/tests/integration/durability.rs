@@ -2,7 +2,6 @@
 
 use std::io::BufRead as _;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use k8shell_session::RecordingKind;
 use k8shell_session::asciicast::Header;
@@ -12,12 +11,10 @@ use crate::harness::{Harness, export, new_session};
 
 const CHILD_ENV: &str = "K8SHELL_TEST_SPOOL_WRITER";
 
-/// Not a test of its own: the proxy that `a_killed_proxy_loses_nothing` starts and kills. It
-/// records a terminal that prints a numbered line every millisecond, forever.
-#[tokio::test]
-#[ignore = "helper process of a_killed_proxy_loses_nothing"]
-async fn spool_writer_process() {
-    let settings = std::env::var(CHILD_ENV).expect("started by a_killed_proxy_loses_nothing");
+/// The proxy that `a_killed_proxy_loses_nothing` starts (this test binary again, running that
+/// test with `CHILD_ENV` set) and kills: it records a terminal that prints numbered lines
+/// forever.
+async fn spool_writer_process(settings: &str) -> ! {
     let [uri, cert, key, ca, spool]: [&str; 5] =
         settings.split('|').collect::<Vec<_>>().try_into().unwrap();
     k8shell_common::tls::install_crypto_provider();
@@ -39,17 +36,23 @@ async fn spool_writer_process() {
         .record(1, RecordingKind::Pty, &Header::new(80, 24))
         .unwrap();
     println!("{} {}", session.id(), recording.id());
-    for n in 0u64.. {
+    let mut n = 0u64;
+    loop {
         recording
             .output(format!("line {n} of a never-ending build log\r\n").as_bytes())
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        n += 1;
+        // Leave the uploader its turn.
+        tokio::task::yield_now().await;
     }
 }
 
 // Two threads: this test reads the writer's output with blocking calls while the service runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_proxy_loses_nothing() {
+    if let Ok(settings) = std::env::var(CHILD_ENV) {
+        spool_writer_process(&settings).await;
+    }
     let mut harness = Harness::start().await;
     let spool = harness.spool("spool");
     let tls = harness.tls_as("ssh-proxy");
@@ -64,9 +67,8 @@ async fn a_killed_proxy_loses_nothing() {
     );
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
-            "--ignored",
             "--exact",
-            "durability::spool_writer_process",
+            "durability::a_killed_proxy_loses_nothing",
             "--nocapture",
             "--test-threads=1",
         ])
@@ -191,8 +193,14 @@ async fn upload_survives(outage: Outage) {
             serde_json::json!({"text": "written during the outage"}),
         )
         .unwrap();
-    // The upload fails meanwhile and keeps retrying.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The outage is real for every client (the uploader fails and keeps retrying meanwhile).
+    k8shell_testkit::poll_until("the outage to show", || async {
+        let request = k8shell_proto::session::v1::GetRequest {
+            id: Some(id.into()),
+        };
+        harness.grpc_as("api").get(request).await.err()
+    })
+    .await;
     match outage {
         Outage::SessionService => harness.start_service().await,
         Outage::Postgres => harness.pg.start_again().unwrap(),
