@@ -104,6 +104,43 @@ pub fn compile_file(path: &Path) -> Result<Compiled, BlueprintError> {
     finish(&json, &display, base_dir)
 }
 
+/// Compiles a blueprint given as text (posted to the API), named `file` in errors. Its file
+/// sources must be inline: there is no directory to resolve relative paths against.
+pub fn compile_source(source: &str, file: &str) -> Result<Compiled, BlueprintError> {
+    let read_error = |source| BlueprintError::Read {
+        path: PathBuf::from(file),
+        source,
+    };
+    let dir = tempfile::tempdir().map_err(read_error)?;
+    let base = Path::new(file)
+        .file_name()
+        .map(|n| n.to_string_lossy().replace("%{", "%_{"))
+        .filter(|n| !n.is_empty() && n != "..")
+        .unwrap_or_else(|| "blueprint.ncl".to_owned());
+    let path = dir.path().join(base);
+    std::fs::write(&path, source).map_err(read_error)?;
+    let temp = std::fs::canonicalize(&path).map_err(read_error)?;
+    // Diagnostics name the file as the caller knows it, not the temporary copy.
+    let rename = |text: String| {
+        text.replace(&temp.to_string_lossy().into_owned(), file)
+            .replace(&path.to_string_lossy().into_owned(), file)
+    };
+    compile_file(&path).map_err(|error| match error {
+        BlueprintError::Nickel { rendered } => BlueprintError::Nickel {
+            rendered: rename(rendered),
+        },
+        BlueprintError::Invalid { field, message, .. } => BlueprintError::Invalid {
+            file: file.to_owned(),
+            field,
+            message: rename(message),
+        },
+        BlueprintError::Read { path, source } => BlueprintError::Read {
+            path: PathBuf::from(rename(path.display().to_string())),
+            source,
+        },
+    })
+}
+
 fn evaluate(main: &str, name: &str) -> Result<String, BlueprintError> {
     let mut program: Program<CacheImpl> = ProgramBuilder::new()
         .add_source_string(main.to_owned(), format!("<blueprint {name}>"))

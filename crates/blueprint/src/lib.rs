@@ -7,5 +7,7 @@ pub mod oci;
 mod registry;
 pub mod spec;
 
-pub use compile::{BUILDER_VERSION, BlueprintError, CONTRACT, Compiled, compile_file};
+pub use compile::{
+    BUILDER_VERSION, BlueprintError, CONTRACT, Compiled, compile_file, compile_source,
+};
 pub use spec::WorkspaceSpec;

@@ -155,6 +155,8 @@ pub struct HomeSpec {
 pub struct Allow {
     pub port_forwarding: bool,
     pub sftp: bool,
+    /// Outbound network access; loopback only when false.
+    pub egress: bool,
 }
 
 // The defaults the contract's docs name.
@@ -194,6 +196,7 @@ impl Default for Allow {
         Self {
             port_forwarding: true,
             sftp: true,
+            egress: true,
         }
     }
 }
