@@ -104,9 +104,19 @@ pub fn compile_file(path: &Path) -> Result<Compiled, BlueprintError> {
     finish(&json, &display, base_dir)
 }
 
-/// Compiles a blueprint given as text (posted to the API), named `file` in errors. Its file
-/// sources must be inline: there is no directory to resolve relative paths against.
+/// Compiles a blueprint given as text (posted to the API), named `file` in errors. It is
+/// evaluated on a server: it may import the contract only (an import of another path would
+/// read that server's files), and its file sources must be inline.
 pub fn compile_source(source: &str, file: &str) -> Result<Compiled, BlueprintError> {
+    if let Some(line) = foreign_import(source) {
+        return Err(invalid(
+            file,
+            "import",
+            format!(
+                "line {line} imports a file; a blueprint sent to k8shell may import only \"k8shell.ncl\": inline what it imports (`k8shell blueprint show FILE` prints the merged blueprint)"
+            ),
+        ));
+    }
     let read_error = |source| BlueprintError::Read {
         path: PathBuf::from(file),
         source,
@@ -139,6 +149,25 @@ pub fn compile_source(source: &str, file: &str) -> Result<Compiled, BlueprintErr
             source,
         },
     })
+}
+
+/// The line of the first `import` of anything but the contract (in code, strings or comments
+/// alike: refusing a harmless word is better than reading a server's file).
+fn foreign_import(source: &str) -> Option<usize> {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '\'';
+    let mut from = 0;
+    while let Some(at) = source[from..].find("import").map(|i| i + from) {
+        from = at + "import".len();
+        let before = source[..at].chars().next_back();
+        let after = source[from..].chars().next();
+        if before.is_some_and(is_ident) || after.is_some_and(is_ident) {
+            continue;
+        }
+        if !source[from..].trim_start().starts_with("\"k8shell.ncl\"") {
+            return Some(source[..at].matches('\n').count() + 1);
+        }
+    }
+    None
 }
 
 fn evaluate(main: &str, name: &str) -> Result<String, BlueprintError> {

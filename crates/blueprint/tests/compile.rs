@@ -120,3 +120,37 @@ fn errors_name_the_file_the_line_and_what_to_change() {
         "{message}"
     );
 }
+
+#[test]
+fn a_blueprint_sent_as_text_compiles_and_its_errors_name_the_senders_file() {
+    let busybox = std::fs::read_to_string(example("busybox.ncl")).unwrap();
+    let compiled = k8shell_blueprint::compile_source(&busybox, "mine.ncl").unwrap();
+    assert_eq!(compiled, compile_file(&example("busybox.ncl")).unwrap());
+    let broken = busybox.replace("cpu = 0.5", "cpu = \"lots\"");
+    let error = k8shell_blueprint::compile_source(&broken, "mine.ncl")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("mine.ncl:"), "{error}");
+    assert!(!error.contains("/tmp"), "no temporary path: {error}");
+}
+
+#[test]
+fn a_blueprint_sent_as_text_may_not_import_the_servers_files() {
+    for source in [
+        "(import \"/etc/passwd\" as 'Text) |> fun _ => { name = \"x\", base = \"b\" }",
+        "let secret = import\n  \"/etc/k8shell/provisioner.toml\" in { name = \"x\", base = \"b\" }",
+        "(import \"../../blueprints/debian.ncl\") & { name = \"x\" }",
+    ] {
+        let error = k8shell_blueprint::compile_source(source, "sent.ncl")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("may import only \"k8shell.ncl\""),
+            "{source}: {error}"
+        );
+    }
+    // The contract may be imported, and words that merely contain `import` are fine.
+    let contract = "let k = import \"k8shell.ncl\" in { name = \"x\", base = \"registry.test/b:1\", description = \"important\" }";
+    let compiled = k8shell_blueprint::compile_source(contract, "sent.ncl").unwrap();
+    assert_eq!(compiled.spec.description, "important");
+}
