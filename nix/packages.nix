@@ -38,6 +38,7 @@ let
     k8shell-identity = { crate = "crates/identity"; package = "k8shell-identity"; };
     k8shell-authz = { crate = "crates/authz"; package = "k8shell-authz"; };
     k8shell-session = { crate = "crates/session"; package = "k8shell-session"; };
+    k8shell-provisioner = { crate = "crates/provisioner"; package = "k8shell-provisioner"; };
     k8shell = { crate = "crates/cli"; package = "k8shell-cli"; };
   };
 
@@ -74,7 +75,7 @@ let
       # The container tests need root (PID namespace, chroot) and a static k8shelld, the OpenID
       # tests the npm package oidc-provider, the image builds and the local runtime root (buildah,
       # runc, network namespaces), which the build sandbox has not; scripts/test runs them.
-      cargoNextestExtraArgs = "--workspace --no-fail-fast -E 'not test(/^container::/) and not test(/^oidc::/) and not binary(oci) and not test(build_pushes_once) and not binary(local_runtime)'";
+      cargoNextestExtraArgs = "--workspace --no-fail-fast -E 'not test(/^container::/) and not test(/^oidc::/) and not binary(oci) and not test(build_pushes_once) and not (binary_id(k8shell-provisioner::integration) and (test(/^local_runtime::/) or test(/^service::/)))'";
     });
   } // packages;
 in

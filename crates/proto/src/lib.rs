@@ -32,6 +32,13 @@ pub mod session {
     }
 }
 
+/// `k8shell.provisioner.v1`: workspace lifecycle.
+pub mod provisioner {
+    pub mod v1 {
+        tonic::include_proto!("k8shell.provisioner.v1");
+    }
+}
+
 /// `k8shell.k8shelld.v1`: the daemon inside every workspace.
 pub mod k8shelld {
     pub mod v1 {

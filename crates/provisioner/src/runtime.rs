@@ -15,6 +15,8 @@ pub type RuntimeFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, RuntimeErr
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkspaceRun {
     pub id: Uuid,
+    /// The owner's username (labels, ownership of the home volume).
+    pub owner: String,
     /// The hostname inside.
     pub name: String,
     /// Image reference (`registry/repository:tag` or `@sha256:…`).
@@ -26,6 +28,10 @@ pub struct WorkspaceRun {
     /// CPU cores.
     pub cpu: f64,
     pub memory_bytes: u64,
+    /// Size of the home volume.
+    pub home_bytes: u64,
+    /// Outbound network access (the blueprint's `allow.egress`); loopback only when false.
+    pub egress: bool,
 }
 
 /// How to reach a workspace's k8shelld.

@@ -99,6 +99,20 @@ pub struct NewWorkspace {
     pub image: String,
     pub runtime: String,
     pub idle_timeout_seconds: i64,
+    /// Running, or Stopped to create it without starting it.
+    pub desired: Desired,
+}
+
+/// A transition waiting to be published.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PendingTransition {
+    pub id: i64,
+    pub event_id: Uuid,
+    pub workspace_id: Uuid,
+    pub owner: String,
+    pub to_state: String,
+    pub reason: String,
+    pub at: OffsetDateTime,
 }
 
 /// One stored transition.
@@ -149,7 +163,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO workspaces (id, owner, name, blueprint_source, spec, image, runtime, desired, observed, idle_timeout_seconds)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', 'pending', $8) RETURNING {COLUMNS}"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9) RETURNING {COLUMNS}"
         )))
         .bind(id)
         .bind(&new.owner)
@@ -158,6 +172,7 @@ impl Store {
         .bind(&new.spec)
         .bind(&new.image)
         .bind(&new.runtime)
+        .bind(new.desired.as_str())
         .bind(new.idle_timeout_seconds)
         .fetch_one(&mut *tx)
         .await;
@@ -215,14 +230,26 @@ impl Store {
         rows.iter().map(row).collect()
     }
 
-    /// What the owner wants now.
+    /// How many workspaces the owner has (the `provision` decision's count).
+    pub async fn count(&self, owner: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM workspaces WHERE owner = $1 AND observed <> 'deleted' AND desired <> 'deleted'",
+        )
+        .bind(owner)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// What the owner wants now. A workspace wanted deleted stays so.
     pub async fn set_desired(
         &self,
         id: Uuid,
         desired: Desired,
     ) -> Result<WorkspaceRow, StoreError> {
         let updated = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE workspaces SET desired = $2, updated_at = now() WHERE id = $1 AND observed <> 'deleted' RETURNING {COLUMNS}"
+            "UPDATE workspaces SET desired = $2, updated_at = now()
+             WHERE id = $1 AND observed <> 'deleted' AND (desired <> 'deleted' OR $2 = 'deleted')
+             RETURNING {COLUMNS}"
         )))
         .bind(id)
         .bind(desired.as_str())
@@ -263,6 +290,23 @@ impl Store {
         Ok(moved)
     }
 
+    /// Says why a workspace stays where it is (a stop or delete that failed and will be
+    /// retried), without a transition.
+    pub async fn set_reason(
+        &self,
+        id: Uuid,
+        observed: Observed,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE workspaces SET reason = $3 WHERE id = $1 AND observed = $2")
+            .bind(id)
+            .bind(observed.as_str())
+            .bind(reason)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The transitions of a workspace, oldest first.
     pub async fn transitions(&self, id: Uuid) -> Result<Vec<Transition>, StoreError> {
         Ok(sqlx::query_as(
@@ -290,6 +334,38 @@ impl Store {
         }
     }
 
+    /// Workspaces in one observed state (the reconciler checks the running ones).
+    pub async fn in_state(&self, observed: Observed) -> Result<Vec<WorkspaceRow>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM workspaces WHERE observed = $1 ORDER BY id"
+        )))
+        .bind(observed.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row).collect()
+    }
+
+    /// Transitions not yet handed to the event publisher, oldest first.
+    pub async fn unpublished(&self, max: i64) -> Result<Vec<PendingTransition>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT t.id, t.event_id, t.workspace_id, w.owner, t.to_state, t.reason, t.at
+             FROM transitions t JOIN workspaces w ON w.id = t.workspace_id
+             WHERE t.published_at IS NULL ORDER BY t.id LIMIT $1",
+        )
+        .bind(max)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// These transitions are in the event outbox.
+    pub async fn mark_published(&self, ids: &[i64]) -> Result<(), StoreError> {
+        sqlx::query("UPDATE transitions SET published_at = now() WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Running workspaces, wanted running, idle longer than their timeout at `now`.
     pub async fn idle(&self, now: OffsetDateTime) -> Result<Vec<WorkspaceRow>, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -305,11 +381,12 @@ impl Store {
     }
 
     /// Workspaces whose observed state does not match what is wanted (the reconciler's work).
+    /// A failed workspace wanted running waits for an explicit start.
     pub async fn unsettled(&self) -> Result<Vec<WorkspaceRow>, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM workspaces
-             WHERE observed <> 'deleted' AND observed <> 'failed'
-               AND NOT (desired = observed)
+             WHERE observed <> 'deleted' AND desired <> observed
+               AND NOT (observed = 'failed' AND desired = 'running')
              ORDER BY updated_at"
         )))
         .fetch_all(&self.pool)

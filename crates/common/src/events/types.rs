@@ -188,6 +188,7 @@ pub enum WorkspaceState {
     Running,
     Stopping,
     Stopped,
+    Deleting,
     Deleted,
     Failed,
 }
@@ -201,6 +202,7 @@ impl WorkspaceState {
             Self::Running => "running",
             Self::Stopping => "stopping",
             Self::Stopped => "stopped",
+            Self::Deleting => "deleting",
             Self::Deleted => "deleted",
             Self::Failed => "failed",
         }

@@ -24,6 +24,8 @@ pub struct ImageCache {
     access: RegistryAccess,
     /// skopeo writes the layout's index: one pull at a time.
     pulling: tokio::sync::Mutex<()>,
+    /// Configurations read from the layout: a start of a cached image spawns no skopeo.
+    configs: std::sync::Mutex<std::collections::HashMap<String, ImageConfig>>,
 }
 
 /// The image's own configuration (what the blueprint builder set).
@@ -38,6 +40,7 @@ impl ImageCache {
             layout,
             access,
             pulling: tokio::sync::Mutex::new(()),
+            configs: std::sync::Mutex::default(),
         }
     }
 
@@ -63,7 +66,13 @@ impl ImageCache {
     /// again only when missing, so a restart does not depend on the registry). Returns the
     /// image's configuration.
     pub async fn pull(&self, image: &str) -> Result<ImageConfig, RuntimeError> {
+        if let Some(config) = self.remembered(image) {
+            return Ok(config);
+        }
         let _one_at_a_time = self.pulling.lock().await;
+        if let Some(config) = self.remembered(image) {
+            return Ok(config);
+        }
         if let Ok(config) = self.config(image).await {
             return Ok(config);
         }
@@ -96,6 +105,14 @@ impl ImageCache {
         self.config(image).await
     }
 
+    fn remembered(&self, image: &str) -> Option<ImageConfig> {
+        self.configs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(image)
+            .cloned()
+    }
+
     /// The image's configuration, from the cache.
     async fn config(&self, image: &str) -> Result<ImageConfig, RuntimeError> {
         let out = Command::new(super::tool("skopeo", "skopeo")?)
@@ -124,7 +141,12 @@ impl ImageCache {
                     .collect()
             })
             .unwrap_or_default();
-        Ok(ImageConfig { env })
+        let config = ImageConfig { env };
+        self.configs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(image.to_owned(), config.clone());
+        Ok(config)
     }
 
     /// Unpacks the image's root file system into `rootfs` (which must not exist).

@@ -216,7 +216,12 @@ impl LocalRuntime {
             _ => self.runc.delete(&id).await?,
         }
         let env = self.prepare(workspace).await?;
-        let netns = self.attach_network(workspace.id).await?;
+        // A blueprint that forbids egress gets loopback only, in a namespace of its own.
+        let netns = if workspace.egress {
+            self.attach_network(workspace.id).await?
+        } else {
+            None
+        };
         let netns = netns.as_deref();
         let _ = std::fs::remove_file(&socket);
         let dir = self.dir(workspace.id);

@@ -1,5 +1,4 @@
 //! The provisioner's store on a real PostgreSQL.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use k8shell_common::db::DatabaseConfig;
 use k8shell_provisioner::store::{Desired, MIGRATOR, NewWorkspace, Observed, Store, StoreError};
@@ -23,6 +22,7 @@ fn new(owner: &str, name: &str, idle: i64) -> NewWorkspace {
         image: "registry.test/workspaces/x:bp-1".to_owned(),
         runtime: "local".to_owned(),
         idle_timeout_seconds: idle,
+        desired: Desired::Running,
     }
 }
 
@@ -210,4 +210,58 @@ async fn idle_workspaces_and_unsettled_ones_are_found() {
         .map(|w| w.id)
         .collect();
     assert_eq!(unsettled, [idle.id]);
+}
+
+#[tokio::test]
+async fn a_deletion_cannot_be_taken_back_and_a_failure_waits_for_a_start() {
+    let (_pg, store) = store().await;
+    let ws = store.create(&new("erin", "dev", 0)).await.unwrap();
+    assert_eq!(store.count("erin").await.unwrap(), 1);
+    store
+        .transition(ws.id, Observed::Pending, Observed::Starting, "start", None)
+        .await
+        .unwrap();
+    store
+        .transition(
+            ws.id,
+            Observed::Starting,
+            Observed::Failed,
+            "no image",
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(
+        store.unsettled().await.unwrap().is_empty(),
+        "a failed workspace is not retried on its own"
+    );
+    store.set_desired(ws.id, Desired::Deleted).await.unwrap();
+    assert_eq!(store.count("erin").await.unwrap(), 0, "no longer counts");
+    assert_eq!(store.unsettled().await.unwrap().len(), 1, "but is deleted");
+    let row = store.set_desired(ws.id, Desired::Running).await;
+    assert!(matches!(row, Err(StoreError::NotFound(_))), "{row:?}");
+    assert_eq!(store.get(ws.id).await.unwrap().desired, Desired::Deleted);
+}
+
+#[tokio::test]
+async fn transitions_wait_for_publishing_in_order_with_a_fixed_event_id() {
+    let (_pg, store) = store().await;
+    let ws = store.create(&new("frank", "dev", 0)).await.unwrap();
+    store
+        .transition(ws.id, Observed::Pending, Observed::Starting, "start", None)
+        .await
+        .unwrap();
+    let pending = store.unpublished(10).await.unwrap();
+    let states: Vec<&str> = pending.iter().map(|t| t.to_state.as_str()).collect();
+    assert_eq!(states, ["pending", "starting"]);
+    assert!(
+        pending
+            .iter()
+            .all(|t| t.owner == "frank" && t.workspace_id == ws.id)
+    );
+    // Read again before it is marked: the same events, so a repeat is a duplicate.
+    assert_eq!(store.unpublished(10).await.unwrap(), pending);
+    store.mark_published(&[pending[0].id]).await.unwrap();
+    let rest = store.unpublished(10).await.unwrap();
+    assert_eq!(rest, pending[1..]);
 }

@@ -1,27 +1,20 @@
 //! The local runtime with real components: a blueprint built by the oci builder and pushed to a
 //! real registry, pulled into the image cache, run by runc with the static k8shelld as init.
 //! Needs root (runc), as the local runtime does.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use k8shell_common::jwt::{Jwks, JwtSigner, SessionClaims};
-use k8shell_proto::k8shelld::v1::workspace_client::WorkspaceClient;
-use k8shell_proto::k8shelld::v1::{
-    Eof, ExecInput, ExecStart, exec_input, exec_output, exit_status,
-};
 use k8shell_provisioner::local::{
     LocalConfig, LocalRuntime, NetworkConfig, RegistryAccess, is_mounted,
 };
-use k8shell_provisioner::{Endpoint, Observed, Runtime, RuntimeError, WorkspaceRun};
-use tonic::transport::Channel;
+use k8shell_provisioner::{Observed, Runtime, RuntimeError, WorkspaceRun};
 use uuid::Uuid;
 
+use crate::support::{Base, exec};
+
 struct Setup {
-    _registry: k8shell_testkit::Registry,
-    dir: tempfile::TempDir,
-    signer: JwtSigner,
+    base: Base,
     runtime: LocalRuntime,
     image: String,
 }
@@ -32,48 +25,24 @@ fn setup() -> Setup {
 }
 
 fn setup_with(network: Option<NetworkConfig>) -> Setup {
-    assert!(
-        nix_is_root(),
-        "the local runtime runs containers with runc: run this test as root (CI does)"
-    );
-    let registry = k8shell_testkit::Registry::start().unwrap();
-    let base = registry.push_busybox("k8shell/busybox").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let blueprint = dir.path().join("ws.ncl");
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../blueprints/busybox.ncl");
-    std::fs::write(
-        &blueprint,
-        format!(
-            "(import \"{}\") & {{ base | force = \"{base}\", user.uid | force = 1000 }}",
-            example.display()
-        ),
-    )
-    .unwrap();
+    let base = Base::start();
+    let blueprint = base.dir.path().join("ws.ncl");
+    std::fs::write(&blueprint, base.blueprint("")).unwrap();
     let compiled = k8shell_blueprint::compile_file(&blueprint).unwrap();
     let target = k8shell_blueprint::oci::OciTarget {
-        repository: format!("{}/workspaces/busybox", registry.host()),
+        repository: format!("{}/workspaces/busybox", base.registry.host()),
         tls_verify: false,
         credentials: None,
         auth_file: None,
-        storage: dir.path().join("buildah"),
+        storage: base.dir.path().join("buildah"),
     };
     let image = k8shell_blueprint::oci::build(&compiled, &target, &mut |_| {})
         .unwrap()
         .reference;
-    let (signer, _) = JwtSigner::generate("provisioner-test").unwrap();
-    let jwks = dir.path().join("jwks.json");
-    std::fs::write(
-        &jwks,
-        serde_json::to_vec(&Jwks {
-            keys: vec![signer.jwk()],
-        })
-        .unwrap(),
-    )
-    .unwrap();
     let runtime = LocalRuntime::new(LocalConfig {
-        state_dir: dir.path().join("state"),
+        state_dir: base.dir.path().join("state"),
         k8shelld: k8shell_testkit::static_k8shelld(None).unwrap(),
-        jwks_file: jwks,
+        jwks_file: base.jwks.clone(),
         registry: RegistryAccess {
             tls_verify: false,
             auth_file: None,
@@ -83,26 +52,16 @@ fn setup_with(network: Option<NetworkConfig>) -> Setup {
     })
     .unwrap();
     Setup {
-        _registry: registry,
-        dir,
-        signer,
+        base,
         runtime,
         image,
     }
 }
 
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 fn workspace(image: &str, name: &str) -> WorkspaceRun {
     WorkspaceRun {
         id: Uuid::now_v7(),
+        owner: "alice".to_owned(),
         name: name.to_owned(),
         image: image.to_owned(),
         user: "dev".to_owned(),
@@ -110,106 +69,23 @@ fn workspace(image: &str, name: &str) -> WorkspaceRun {
         gid: 1000,
         cpu: 0.5,
         memory_bytes: 256 << 20,
+        home_bytes: 1 << 30,
+        egress: true,
     }
-}
-
-/// Runs `command` in the workspace through k8shelld; returns stdout and the exit code.
-async fn exec(channel: &Channel, token: &str, command: &str) -> (String, i32) {
-    let header: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
-    let mut client = WorkspaceClient::with_interceptor(
-        channel.clone(),
-        move |mut request: tonic::Request<()>| {
-            request
-                .metadata_mut()
-                .insert("authorization", header.clone());
-            Ok(request)
-        },
-    );
-    let input = [
-        ExecInput {
-            input: Some(exec_input::Input::Start(ExecStart {
-                command: command.to_owned(),
-                ..Default::default()
-            })),
-        },
-        ExecInput {
-            input: Some(exec_input::Input::StdinEof(Eof {})),
-        },
-    ];
-    let mut output = client
-        .exec(tokio_stream::iter(input))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut stdout = Vec::new();
-    while let Some(message) = output.message().await.unwrap() {
-        match message.output {
-            Some(exec_output::Output::Stdout(data)) => stdout.extend(data),
-            Some(exec_output::Output::Exit(status)) => {
-                let code = match status.status {
-                    Some(exit_status::Status::Code(code)) => code,
-                    other => panic!("{command}: {other:?}"),
-                };
-                return (String::from_utf8(stdout).unwrap(), code);
-            }
-            _ => {}
-        }
-    }
-    panic!("{command}: the stream ended without an exit status");
-}
-
-fn token(signer: &JwtSigner, workspace: Uuid) -> String {
-    let now = k8shell_common::clock::now().unix_timestamp();
-    signer
-        .sign(&SessionClaims {
-            iss: "k8shell-identity".into(),
-            sub: "alice".into(),
-            aud: "k8shelld".into(),
-            ws: workspace,
-            sid: Uuid::now_v7(),
-            iat: now,
-            exp: now + 300,
-            nbf: None,
-            jti: None,
-        })
-        .unwrap()
-}
-
-/// Waits until k8shelld answers on its socket and runs a command.
-async fn ready(endpoint: &Endpoint, signer: &JwtSigner, workspace: Uuid) -> Channel {
-    let Endpoint::Unix(socket) = endpoint else {
-        panic!("the local runtime serves on Unix sockets")
-    };
-    let channel = k8shell_common::grpc::unix_channel(socket);
-    let mut health = k8shell_proto::health::pb::health_client::HealthClient::new(channel.clone());
-    k8shell_testkit::poll_until("k8shelld to answer its health check", || {
-        let mut health = health.clone();
-        async move {
-            health
-                .check(k8shell_proto::health::pb::HealthCheckRequest::default())
-                .await
-                .ok()
-        }
-    })
-    .await;
-    let _ = &mut health;
-    let (out, code) = exec(&channel, &token(signer, workspace), "true").await;
-    assert_eq!((out.as_str(), code), ("", 0));
-    channel
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workspace_runs_keeps_its_home_across_restarts_and_leaves_nothing_behind() {
     let setup = setup();
     let ws = workspace(&setup.image, "tiny");
-    let token = token(&setup.signer, ws.id);
+    let token = setup.base.token(ws.id);
     assert_eq!(
         setup.runtime.observe(ws.id).await.unwrap(),
         Observed::Absent
     );
 
     let endpoint = setup.runtime.start(&ws).await.unwrap();
-    let channel = ready(&endpoint, &setup.signer, ws.id).await;
+    let channel = setup.base.ready(&endpoint, ws.id).await;
     assert_eq!(
         exec(&channel, &token, "id -u; id -un").await,
         ("1000\ndev\n".to_owned(), 0)
@@ -251,7 +127,7 @@ async fn a_workspace_runs_keeps_its_home_across_restarts_and_leaves_nothing_behi
         Observed::Stopped
     );
     let endpoint = setup.runtime.start(&ws).await.unwrap();
-    let channel = ready(&endpoint, &setup.signer, ws.id).await;
+    let channel = setup.base.ready(&endpoint, ws.id).await;
     assert_eq!(
         exec(&channel, &token, "cat ~/kept.txt").await,
         ("kept\n".to_owned(), 0)
@@ -262,7 +138,7 @@ async fn a_workspace_runs_keeps_its_home_across_restarts_and_leaves_nothing_behi
         setup.runtime.observe(ws.id).await.unwrap(),
         Observed::Absent
     );
-    let state = setup.dir.path().join("state");
+    let state = setup.base.dir.path().join("state");
     assert!(
         !state.join("workspaces").join(ws.id.to_string()).exists(),
         "the workspace directory is gone"
@@ -326,11 +202,17 @@ async fn workspaces_reach_neither_each_other_nor_the_hosts_services() {
     let _cleanup = NetworkCleanup {
         bridge: network.bridge.clone(),
         workspaces: vec![a.id, b.id],
-        runc_root: setup.dir.path().join("state/runc"),
+        runc_root: setup.base.dir.path().join("state/runc"),
     };
-    let channel_a = ready(&setup.runtime.start(&a).await.unwrap(), &setup.signer, a.id).await;
-    let channel_b = ready(&setup.runtime.start(&b).await.unwrap(), &setup.signer, b.id).await;
-    let (token_a, token_b) = (token(&setup.signer, a.id), token(&setup.signer, b.id));
+    let channel_a = setup
+        .base
+        .ready(&setup.runtime.start(&a).await.unwrap(), a.id)
+        .await;
+    let channel_b = setup
+        .base
+        .ready(&setup.runtime.start(&b).await.unwrap(), b.id)
+        .await;
+    let (token_a, token_b) = (setup.base.token(a.id), setup.base.token(b.id));
     let address_a = setup.runtime.address(a.id).unwrap();
     assert_ne!(Some(address_a), setup.runtime.address(b.id));
 
