@@ -39,6 +39,7 @@ let
     k8shell-authz = { crate = "crates/authz"; package = "k8shell-authz"; };
     k8shell-session = { crate = "crates/session"; package = "k8shell-session"; };
     k8shell-provisioner = { crate = "crates/provisioner"; package = "k8shell-provisioner"; };
+    k8shell-ssh-proxy = { crate = "crates/ssh-proxy"; package = "k8shell-ssh-proxy"; };
     k8shell = { crate = "crates/cli"; package = "k8shell-cli"; };
   };
 
