@@ -39,6 +39,27 @@ pub struct Platform {
     running: Option<(Shutdown, tokio::task::JoinHandle<()>)>,
 }
 
+/// Containers a failed test left running go with it (a running workspace outlives its
+/// provisioner by design).
+impl Drop for Platform {
+    fn drop(&mut self) {
+        let runc = |args: &[&str]| {
+            std::process::Command::new("runc")
+                .arg("--root")
+                .arg(self.state_dir().join("runc"))
+                .args(args)
+                .output()
+                .ok()
+        };
+        let Some(listed) = runc(&["list", "-q"]) else {
+            return;
+        };
+        for container in String::from_utf8_lossy(&listed.stdout).lines() {
+            runc(&["delete", "-f", container]);
+        }
+    }
+}
+
 pub fn free_addr() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()

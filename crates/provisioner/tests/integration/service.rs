@@ -362,6 +362,13 @@ async fn an_idle_workspace_is_stopped_and_activity_keeps_it_running() {
     assert_eq!(platform.containers(), Vec::<String>::new());
     // The next connection brings it back.
     assert!(ensure_running(&mut client, &id).await.started);
+    client
+        .delete(pb::WorkspaceRequest {
+            workspace: by_id(&id),
+        })
+        .await
+        .unwrap();
+    wait_state(&mut watch, &id, pb::State::Deleted).await;
     platform.stop_provisioner().await;
 }
 
