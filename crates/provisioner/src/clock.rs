@@ -1,6 +1,7 @@
 //! The provisioner's notion of now, so that idle stops can be tested with time that moves only
 //! when the test says so.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -21,18 +22,30 @@ impl Clock for SystemClock {
     }
 }
 
-/// A paused clock that moves only by [`ManualClock::advance`].
+/// A paused clock that moves only by [`ManualClock::advance`], and counts how often it was read
+/// (so that a test can wait for the reconciler to have looked at the time it set).
 #[derive(Debug)]
-pub struct ManualClock(Mutex<OffsetDateTime>);
+pub struct ManualClock {
+    now: Mutex<OffsetDateTime>,
+    reads: AtomicU64,
+}
 
 impl ManualClock {
     /// Paused at the system's now.
     pub fn new() -> Self {
-        Self(Mutex::new(k8shell_common::clock::now()))
+        Self {
+            now: Mutex::new(k8shell_common::clock::now()),
+            reads: AtomicU64::new(0),
+        }
     }
 
     pub fn advance(&self, by: Duration) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) += by;
+        *self.now.lock().unwrap_or_else(PoisonError::into_inner) += by;
+    }
+
+    /// How many times the time was read so far.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::SeqCst)
     }
 }
 
@@ -44,6 +57,7 @@ impl Default for ManualClock {
 
 impl Clock for ManualClock {
     fn now(&self) -> OffsetDateTime {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        *self.now.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -260,8 +260,8 @@ impl Reconciler {
         }
     }
 
-    /// The transition, and the change announced if it happened.
-    async fn move_to(
+    /// The transition, and the change announced (to watchers now, to NATS soon) if it happened.
+    pub async fn move_to(
         &self,
         row: &WorkspaceRow,
         from: Observed,
@@ -275,15 +275,14 @@ impl Reconciler {
             // Only a running workspace has an endpoint.
             Some("")
         };
-        if !self
+        let Some(workspace) = self
             .store
-            .transition(row.id, from, to, reason, endpoint)
+            .transition_returning(row.id, from, to, reason, endpoint)
             .await?
-        {
+        else {
             return Ok(false);
-        }
+        };
         tracing::info!(workspace = %row.id, name = %row.name, from = from.as_str(), to = to.as_str(), %reason, "workspace state");
-        let workspace = self.store.get(row.id).await?;
         self.changes.committed(Change {
             workspace,
             previous: from,

@@ -202,20 +202,22 @@ impl ProvisionerService {
         let spec = spec_of(&row)?;
         let others = self.reconciler.store.count(&row.owner).await? - 1;
         self.authorize(requester, &row.owner, &spec, others).await?;
-        let store = &self.reconciler.store;
         if row.observed == Observed::Failed {
-            store
-                .transition(
-                    row.id,
+            self.reconciler
+                .move_to(
+                    &row,
                     Observed::Failed,
                     Observed::Pending,
                     "start requested",
-                    Some(""),
+                    None,
                 )
                 .await?;
         }
-        let row = store.set_desired(row.id, Desired::Running).await?;
-        self.reconciler.changes.stored();
+        let row = self
+            .reconciler
+            .store
+            .set_desired(row.id, Desired::Running)
+            .await?;
         self.reconciler.wake();
         Ok(row)
     }

@@ -269,21 +269,36 @@ impl Store {
         reason: &str,
         endpoint: Option<&str>,
     ) -> Result<bool, StoreError> {
+        Ok(self
+            .transition_returning(id, from, to, reason, endpoint)
+            .await?
+            .is_some())
+    }
+
+    /// [`Store::transition`], answering with the workspace as it is now when it moved.
+    pub async fn transition_returning(
+        &self,
+        id: Uuid,
+        from: Observed,
+        to: Observed,
+        reason: &str,
+        endpoint: Option<&str>,
+    ) -> Result<Option<WorkspaceRow>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let moved = sqlx::query(
+        let moved = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE workspaces SET observed = $3, reason = $4, endpoint = COALESCE($5, endpoint), updated_at = now()
-             WHERE id = $1 AND observed = $2",
-        )
+             WHERE id = $1 AND observed = $2 RETURNING {COLUMNS}"
+        )))
         .bind(id)
         .bind(from.as_str())
         .bind(to.as_str())
         .bind(reason)
         .bind(endpoint)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?
-        .rows_affected()
-            == 1;
-        if moved {
+        .map(|moved| row(&moved))
+        .transpose()?;
+        if moved.is_some() {
             record(&mut tx, id, from.as_str(), to.as_str(), reason).await?;
         }
         tx.commit().await?;

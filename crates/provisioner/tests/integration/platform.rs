@@ -273,6 +273,16 @@ pub async fn wait_state(
     }
 }
 
+pub async fn get(client: &mut Client, id: &str) -> pb::Workspace {
+    client
+        .get(pb::WorkspaceRequest {
+            workspace: by_id(id),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 pub async fn ensure_running(client: &mut Client, id: &str) -> pb::EnsureRunningResponse {
     ensure_running_as(client, id, alice()).await
 }

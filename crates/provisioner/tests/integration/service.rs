@@ -11,7 +11,7 @@ use tokio_stream::StreamExt as _;
 use uuid::Uuid;
 
 use crate::platform::{
-    Platform, Process, alice, by_id, config_file, create, endpoint, ensure_running, id_of,
+    Platform, Process, alice, by_id, config_file, create, endpoint, ensure_running, get, id_of,
     wait_state,
 };
 use crate::support::exec;
@@ -242,13 +242,7 @@ async fn bad_requests_are_refused_with_what_to_fix_and_leave_nothing() {
         failed.message().contains("k8shell/no-such-image"),
         "{failed:?}"
     );
-    let ghost = client
-        .get(pb::WorkspaceRequest {
-            workspace: by_id(&id_of(&ghost)),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let ghost = get(&mut client, &id_of(&ghost)).await;
     assert_eq!(ghost.state(), pb::State::Failed);
     assert!(
         ghost.reason.contains("k8shell/no-such-image"),
@@ -329,27 +323,20 @@ async fn an_idle_workspace_is_stopped_and_activity_keeps_it_running() {
         let mut client = client.clone();
         let (id, touched_at) = (id.clone(), touched_at);
         async move {
-            let ws = client
-                .get(pb::WorkspaceRequest {
-                    workspace: by_id(&id),
-                })
-                .await
-                .unwrap()
-                .into_inner();
+            let ws = get(&mut client, &id).await;
             (ws.last_activity_at == Some(touched_at)).then_some(())
         }
     })
     .await;
-    // Minute 12: idle for 4 minutes only; several reconciler passes go by.
+    // Minute 12: idle for 4 minutes only; reconciler passes look at that time.
     clock.advance(Duration::from_secs(4 * 60));
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let still = client
-        .get(pb::WorkspaceRequest {
-            workspace: by_id(&id),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let seen = clock.reads();
+    k8shell_testkit::poll_until("two reconciler passes at minute 12", || {
+        let passes = clock.reads().saturating_sub(seen);
+        async move { (passes >= 3).then_some(()) }
+    })
+    .await;
+    let still = get(&mut client, &id).await;
     assert_eq!(still.state(), pb::State::Running, "{}", still.reason);
     // Minute 14: six minutes without activity.
     clock.advance(Duration::from_secs(2 * 60));
