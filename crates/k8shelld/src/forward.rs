@@ -42,25 +42,24 @@ pub async fn forward(
         return Err(Status::invalid_argument("empty target host"));
     }
     let timeout = shared.config.connect_timeout;
-    let stream =
-        match tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port))).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                return Err(Status::unavailable(format!(
-                    "connection to {host}:{port} refused inside the workspace"
-                )));
-            }
-            Ok(Err(e)) => {
-                return Err(Status::unavailable(format!(
-                    "cannot connect to {host}:{port} inside the workspace: {e}"
-                )));
-            }
-            Err(_) => {
-                return Err(Status::deadline_exceeded(format!(
-                    "no answer from {host}:{port} within {timeout:?}"
-                )));
-            }
-        };
+    let stream = match tokio::time::timeout(timeout, connect(&host, port)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return Err(Status::unavailable(format!(
+                "connection to {host}:{port} refused inside the workspace"
+            )));
+        }
+        Ok(Err(e)) => {
+            return Err(Status::unavailable(format!(
+                "cannot connect to {host}:{port} inside the workspace: {e}"
+            )));
+        }
+        Err(_) => {
+            return Err(Status::deadline_exceeded(format!(
+                "no answer from {host}:{port} within {timeout:?}"
+            )));
+        }
+    };
     let _ = stream.set_nodelay(true);
     let peer = stream
         .peer_addr()
@@ -75,6 +74,22 @@ pub async fn forward(
         .await;
     tokio::spawn(pump(stream, input, tx));
     Ok(rx)
+}
+
+/// Connects to `host:port`. `localhost` is the loopback interface (RFC 6761) even in images
+/// without /etc/hosts, where a static k8shelld could not resolve it: VS Code and `ssh -D`
+/// clients ask for it by name.
+async fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
+    if host.eq_ignore_ascii_case("localhost") {
+        match TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port)).await {
+            Ok(stream) => Ok(stream),
+            Err(v4) => TcpStream::connect((std::net::Ipv6Addr::LOCALHOST, port))
+                .await
+                .map_err(|_| v4),
+        }
+    } else {
+        TcpStream::connect((host, port)).await
+    }
 }
 
 fn output(output: forward_output::Output) -> ForwardOutput {

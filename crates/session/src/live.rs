@@ -125,12 +125,20 @@ impl LiveSession {
     }
 
     /// Resolves when someone asked to end the session (Terminate, or the service ended it).
-    pub async fn terminated(&self) -> TerminateNotice {
+    /// The future does not borrow the session, so a holder can wait for it in another task.
+    pub fn terminated(&self) -> impl Future<Output = TerminateNotice> + Send + use<> {
         let mut terminated = self.terminated.clone();
-        match terminated.wait_for(Option::is_some).await {
-            Ok(notice) => notice.clone().unwrap_or_else(unreachable_notice),
-            // The watchers are gone only when the session is being dropped.
-            Err(_) => std::future::pending().await,
+        async move {
+            // The guard is dropped before any further await (it is not Send).
+            let notice = terminated
+                .wait_for(Option::is_some)
+                .await
+                .map(|notice| notice.clone().unwrap_or_else(unreachable_notice));
+            match notice {
+                Ok(notice) => notice,
+                // The watchers are gone only when the session is being dropped.
+                Err(_) => std::future::pending().await,
+            }
         }
     }
 

@@ -1,25 +1,53 @@
 //! ssh-proxy: SSH into workspaces with any client.
 //!
-//! So far: host keys ([`host_keys`]), the algorithms offered ([`algorithms`]) and a listener
-//! that completes key exchange and refuses every login ([`server`]); authentication through
-//! identity, workspaces and channels come next (docs/design/ssh-proxy-research.md).
+//! A connection is authenticated by identity (keys, or a device login confirmed in the browser)
+//! and authz ([`auth`]); its user name names a workspace ([`login`]), which authz must let the
+//! user enter and the provisioner starts ([`workspace`]); a session records it. Each channel is
+//! one k8shelld stream: shells, commands and SFTP ([`session_channel`]), port forwards
+//! ([`forward`]), moved with bounded memory both ways ([`inbound`]).
 
+mod abortable;
 pub mod algorithms;
+mod auth;
+mod backends;
 mod config;
+mod connection;
+mod forward;
 pub mod host_keys;
+mod inbound;
+pub mod login;
+mod proxy;
 pub mod server;
+mod session_channel;
+mod sftp_log;
+mod signals;
+mod workspace;
 
-pub use config::Config;
+pub use backends::Backends;
+pub use config::{AuthConfig, ChannelsConfig, Config};
+pub use proxy::Proxy;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use k8shell_common::grpc::mtls_channel;
 use k8shell_common::shutdown::Shutdown;
+use k8shell_common::tls::ReloadingTls;
+use tokio::net::TcpListener;
 
 /// Errors that stop the proxy.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
     HostKeys(#[from] host_keys::HostKeyError),
+    #[error(transparent)]
+    Tls(#[from] k8shell_common::tls::TlsError),
+    #[error(transparent)]
+    Grpc(#[from] k8shell_common::grpc::GrpcError),
+    #[error(transparent)]
+    Events(#[from] k8shell_common::events::EventError),
+    #[error("session spool: {0}")]
+    Sessions(#[from] k8shell_session::ClientError),
     #[error("listener {what}: {source}")]
     Listen {
         what: String,
@@ -29,20 +57,66 @@ pub enum Error {
 
 /// Binds the configured listener and serves until `shutdown`.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), Error> {
-    let keys = host_keys::load_or_generate(&config.host_key_dir)?;
-    let listen_error = |source| Error::Listen {
-        what: config.listen.to_string(),
-        source,
-    };
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(listen_error)?;
-    tracing::info!(listen = %config.listen, "ssh-proxy ready");
-    server::serve(
-        listener,
-        Arc::new(server::ssh_config(keys)),
-        shutdown.token(),
+        .map_err(|source| Error::Listen {
+            what: config.listen.to_string(),
+            source,
+        })?;
+    serve(config, listener, shutdown).await
+}
+
+/// Serves on `listener` (tests bind port 0) until `shutdown`, then drains.
+pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
+    let keys = host_keys::load_or_generate(&config.host_key_dir)?;
+    let stop = shutdown.token();
+    let tls = ReloadingTls::load(config.tls.clone())?;
+    tls.watch(Duration::from_secs(10), stop.clone());
+    let (events, nats) = k8shell_common::events::start_publishing(
+        &config.nats,
+        &config.outbox,
+        "k8shell-ssh-proxy",
+        &[k8shell_common::events::AUDIT],
+        stop.clone(),
     )
-    .await
-    .map_err(listen_error)
+    .await?;
+    let mut session_config = k8shell_session::ClientConfig::new(&config.spool_dir);
+    session_config.record_input = config.record_input;
+    let sessions = k8shell_session::Client::new(
+        mtls_channel(&config.session_uri, &tls)?,
+        Some(nats),
+        session_config,
+    )?;
+    // What a previous run left in the spool reaches the session service in the background.
+    let resume = sessions.clone();
+    tokio::spawn(async move {
+        match resume.resume_spooled().await {
+            Ok(report) if report.sessions > 0 => {
+                tracing::info!(?report, "uploaded the sessions a previous run left")
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "could not read the session spool"),
+        }
+    });
+    let backends = Backends::new(
+        mtls_channel(&config.identity_uri, &tls)?,
+        mtls_channel(&config.authz_uri, &tls)?,
+        mtls_channel(&config.provisioner_uri, &tls)?,
+        sessions,
+        events,
+        tls,
+    );
+    let proxy = Arc::new(Proxy::new(config, backends));
+    let ssh_config = Arc::new(server::ssh_config(keys, &proxy));
+    let listen = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(%listen, "ssh-proxy ready");
+    server::serve(listener, ssh_config, proxy, stop)
+        .await
+        .map_err(|source| Error::Listen {
+            what: listen,
+            source,
+        })
 }

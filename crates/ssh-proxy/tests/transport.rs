@@ -1,41 +1,75 @@
 //! The proxy's SSH transport against OpenSSH's own client and `ssh-keyscan`: its host keys, the
-//! algorithms it agrees to, and that it lets nobody in before authentication exists.
+//! algorithms it agrees to, and that nobody gets in while identity cannot be asked.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::Arc;
 
+use k8shell_common::events::{NatsConfig, OutboxConfig};
+use k8shell_common::shutdown::Shutdown;
+use k8shell_common::tls::LocalCa;
 use k8shell_ssh_proxy::host_keys::{self, HostKeyError};
-use tokio_util::sync::CancellationToken;
 
 struct Proxy {
     addr: SocketAddr,
     dir: tempfile::TempDir,
-    stop: CancellationToken,
+    stop: Shutdown,
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        self.stop.cancel();
+        self.stop.trigger();
     }
 }
 
+/// A closed loopback port: every service the proxy would ask is away.
+fn nowhere() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// The proxy with no service reachable (deny by default).
 async fn start() -> Proxy {
+    k8shell_common::tls::install_crypto_provider();
     let _already = k8shell_common::telemetry::init("ssh-proxy-test", &Default::default());
     let dir = tempfile::tempdir().unwrap();
-    let keys = host_keys::load_or_generate(&dir.path().join("keys")).unwrap();
+    let ca = LocalCa::generate("test CA").unwrap();
+    let tls = ca
+        .issue_files(&dir.path().join("tls"), "ssh-proxy", &["localhost"])
+        .unwrap();
+    let service = || format!("https://localhost:{}", nowhere());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    let config = Arc::new(k8shell_ssh_proxy::server::ssh_config(keys));
-    tokio::spawn(k8shell_ssh_proxy::server::serve(
-        listener,
-        config,
-        stop.clone(),
-    ));
+    let config = k8shell_ssh_proxy::Config {
+        listen: addr,
+        host_key_dir: dir.path().join("keys"),
+        tls,
+        identity_uri: service(),
+        authz_uri: service(),
+        session_uri: service(),
+        provisioner_uri: service(),
+        nats: NatsConfig {
+            url: format!("nats://127.0.0.1:{}", nowhere()),
+        },
+        outbox: OutboxConfig::new(dir.path().join("outbox")),
+        spool_dir: dir.path().join("spool"),
+        auth: Default::default(),
+        channels: Default::default(),
+        start_timeout: std::time::Duration::from_secs(10),
+        drain: std::time::Duration::from_secs(1),
+        record_input: false,
+        telemetry: Default::default(),
+    };
+    let stop = Shutdown::new();
+    let shutdown = stop.clone();
+    tokio::spawn(async move { k8shell_ssh_proxy::serve(config, listener, shutdown).await });
+    k8shell_testkit::poll_until("the proxy to make its host keys and listen", || {
+        let done = dir.path().join("keys/ssh_host_ecdsa_key.pub").exists();
+        async move { done.then_some(()) }
+    })
+    .await;
     Proxy { addr, dir, stop }
 }
 
@@ -130,7 +164,7 @@ async fn host_keys_are_made_once_kept_private_and_offered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_modern_algorithms_are_spoken_and_nobody_gets_in_yet() {
+async fn only_modern_algorithms_are_spoken_and_nobody_gets_in_without_identity() {
     let proxy = start().await;
 
     let default = ssh(&proxy, &[]).await;
@@ -141,7 +175,10 @@ async fn only_modern_algorithms_are_spoken_and_nobody_gets_in_yet() {
         log.contains("kex: server->client cipher: chacha20-poly1305@openssh.com"),
         "{log}"
     );
-    assert!(log.contains("Permission denied (publickey)"), "{log}");
+    assert!(
+        log.contains("Permission denied (publickey,keyboard-interactive)"),
+        "{log}"
+    );
 
     for (options, refusal) in [
         (

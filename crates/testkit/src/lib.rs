@@ -9,16 +9,20 @@ mod binaries;
 mod k8shelld;
 mod nats;
 mod oidc;
+mod openssh;
 mod postgres;
 mod process;
 mod registry;
+mod terminal;
 
 pub use binaries::{Missing, require};
 pub use k8shelld::static_k8shelld;
 pub use nats::Nats;
 pub use oidc::{Browser, NPM_PACKAGE, OidcProvider, npm_cache, query_param};
+pub use openssh::SshClient;
 pub use postgres::Postgres;
 pub use registry::{Registry, buildah, buildah_storage_args};
+pub use terminal::Terminal;
 
 /// What can go wrong while starting a component.
 #[derive(Debug, thiserror::Error)]

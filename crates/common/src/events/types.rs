@@ -46,6 +46,9 @@ pub mod subjects {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthFailure {
     pub ip: IpAddr,
+    /// The client's source port (0 when unknown).
+    #[serde(default)]
+    pub port: u16,
     pub user: String,
     /// `publickey`, `keyboard-interactive`, `password`, `none`.
     pub method: String,
@@ -265,6 +268,7 @@ mod tests {
     fn envelope_is_flat_json_with_version() {
         let event = Event::new(AuthFailure {
             ip: "192.0.2.7".parse().unwrap(),
+            port: 50022,
             user: "alice".into(),
             method: "publickey".into(),
             reason: "unknown key".into(),

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 fn failure(n: usize) -> Event<AuthFailure> {
     Event::new(AuthFailure {
         ip: "198.51.100.9".parse().unwrap(),
+        port: 40000,
         user: format!("user{n}"),
         method: "publickey".into(),
         reason: "unknown key".into(),
