@@ -6,8 +6,8 @@
 //! applied to the user, not re-implemented here.
 
 use std::collections::HashMap;
-use std::io::SeekFrom;
 use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ use russh_sftp::protocol::{
     Attrs, Data, File, FileAttributes, Handle, Name, OpenFlags, Status, StatusCode, Version,
 };
 use russh_sftp::server::StatusReply;
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 use tonic::{Status as GrpcStatus, Streaming};
@@ -107,25 +107,49 @@ pub async fn sftp(
 }
 
 /// Serves SFTP on stdin/stdout until the client closes stdin (the `sftp-server` subcommand).
+/// k8shelld gives it pipes, which are read and written through epoll; tokio's own stdin and
+/// stdout would hand every read and write to a blocking thread.
 pub async fn serve_stdio() {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let stream = StdioStream {
-        io: tokio::io::join(tokio::io::stdin(), tokio::io::stdout()),
-        _done: done_tx,
-    };
     let home = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    russh_sftp::server::run(stream, FsHandler::new(home)).await;
+    match stdio_pipes() {
+        Some((stdin, stdout)) => {
+            let stream = StdioStream {
+                io: tokio::io::join(stdin, stdout),
+                _done: done_tx,
+            };
+            russh_sftp::server::run(stream, FsHandler::new(home)).await;
+        }
+        None => {
+            let stream = StdioStream {
+                io: tokio::io::join(tokio::io::stdin(), tokio::io::stdout()),
+                _done: done_tx,
+            };
+            russh_sftp::server::run(stream, FsHandler::new(home)).await;
+        }
+    }
     // The server task drops the stream when the client goes away.
     let _ = done_rx.await;
 }
 
+/// stdin and stdout as non-blocking pipes, when they are pipes.
+fn stdio_pipes() -> Option<(pipe::Receiver, pipe::Sender)> {
+    use std::os::fd::AsFd as _;
+    let stdin = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
+    let stdout = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
+    Some((
+        pipe::Receiver::from_owned_fd(stdin).ok()?,
+        pipe::Sender::from_owned_fd(stdout).ok()?,
+    ))
+}
+
 /// stdin + stdout as one stream, signalling when the SFTP task drops it.
-struct StdioStream {
-    io: tokio::io::Join<tokio::io::Stdin, tokio::io::Stdout>,
+struct StdioStream<R, W> {
+    io: tokio::io::Join<R, W>,
     _done: tokio::sync::oneshot::Sender<()>,
 }
 
-impl tokio::io::AsyncRead for StdioStream {
+impl<R: tokio::io::AsyncRead + Unpin, W: Unpin> tokio::io::AsyncRead for StdioStream<R, W> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -135,7 +159,7 @@ impl tokio::io::AsyncRead for StdioStream {
     }
 }
 
-impl tokio::io::AsyncWrite for StdioStream {
+impl<R: Unpin, W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for StdioStream<R, W> {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -159,8 +183,10 @@ impl tokio::io::AsyncWrite for StdioStream {
     }
 }
 
+/// Files are read and written with pread and pwrite on the spot: this process serves one client,
+/// and a page-cache hit is faster than a hop to a blocking thread.
 enum Open {
-    File(tokio::fs::File),
+    File(std::fs::File),
     Dir { entries: Vec<File>, sent: usize },
 }
 
@@ -274,7 +300,7 @@ impl russh_sftp::server::Handler for FsHandler {
         pflags: OpenFlags,
         attrs: FileAttributes,
     ) -> Result<Handle, Self::Error> {
-        let mut options = tokio::fs::OpenOptions::new();
+        let mut options = std::fs::OpenOptions::new();
         options
             .read(pflags.contains(OpenFlags::READ))
             .write(pflags.contains(OpenFlags::WRITE) || pflags.contains(OpenFlags::APPEND))
@@ -286,7 +312,7 @@ impl russh_sftp::server::Handler for FsHandler {
             options.create(true);
         }
         options.mode(attrs.permissions.map_or(0o666, |m| m & 0o7777));
-        let file = options.open(self.path(&filename)).await.map_err(io_error)?;
+        let file = options.open(self.path(&filename)).map_err(io_error)?;
         Ok(Handle {
             id,
             handle: self.insert(Open::File(file)),
@@ -295,8 +321,8 @@ impl russh_sftp::server::Handler for FsHandler {
 
     async fn close(&mut self, id: u32, handle: String) -> Result<Status, Self::Error> {
         match self.handles.remove(&handle) {
-            Some(Open::File(mut file)) => {
-                file.flush().await.map_err(io_error)?;
+            Some(Open::File(file)) => {
+                drop(file);
                 Ok(ok(id))
             }
             Some(Open::Dir { .. }) => Ok(ok(id)),
@@ -314,11 +340,12 @@ impl russh_sftp::server::Handler for FsHandler {
         let Some(Open::File(file)) = self.handles.get_mut(&handle) else {
             return Err(bad_handle());
         };
-        file.seek(SeekFrom::Start(offset)).await.map_err(io_error)?;
         let mut data = vec![0; len.min(MAX_READ) as usize];
         let mut filled = 0;
         while filled < data.len() {
-            let n = file.read(&mut data[filled..]).await.map_err(io_error)?;
+            let n = file
+                .read_at(&mut data[filled..], offset + filled as u64)
+                .map_err(io_error)?;
             if n == 0 {
                 break;
             }
@@ -341,8 +368,7 @@ impl russh_sftp::server::Handler for FsHandler {
         let Some(Open::File(file)) = self.handles.get_mut(&handle) else {
             return Err(bad_handle());
         };
-        file.seek(SeekFrom::Start(offset)).await.map_err(io_error)?;
-        file.write_all(&data).await.map_err(io_error)?;
+        file.write_all_at(&data, offset).map_err(io_error)?;
         Ok(ok(id))
     }
 
@@ -370,7 +396,7 @@ impl russh_sftp::server::Handler for FsHandler {
         let Some(Open::File(file)) = self.handles.get(&handle) else {
             return Err(bad_handle());
         };
-        let metadata = file.metadata().await.map_err(io_error)?;
+        let metadata = file.metadata().map_err(io_error)?;
         Ok(Attrs {
             id,
             attrs: FileAttributes::from(&metadata),
@@ -398,19 +424,17 @@ impl russh_sftp::server::Handler for FsHandler {
         };
         if let Some(mode) = attrs.permissions {
             file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))
-                .await
                 .map_err(io_error)?;
         }
         if let Some(size) = attrs.size {
-            file.set_len(size).await.map_err(io_error)?;
+            file.set_len(size).map_err(io_error)?;
         }
         // `sftp put -p` and `scp -p` preserve times through the open handle.
         if let (Some(atime), Some(mtime)) = (attrs.atime, attrs.mtime) {
             let times = std::fs::FileTimes::new()
                 .set_accessed(std::time::UNIX_EPOCH + std::time::Duration::from_secs(atime.into()))
                 .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime.into()));
-            let std_file = file.try_clone().await.map_err(io_error)?.into_std().await;
-            std_file.set_times(times).map_err(io_error)?;
+            file.set_times(times).map_err(io_error)?;
         }
         Ok(ok(id))
     }

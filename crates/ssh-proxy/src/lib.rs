@@ -55,6 +55,21 @@ pub enum Error {
     },
 }
 
+/// Raises the soft limit of open files to the hard one: every connection holds a socket, and
+/// its session a spool file or two, so the usual 1024 would end at a few hundred users.
+pub fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(%error, soft, hard, "could not raise the open files limit");
+            }
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "could not read the open files limit"),
+    }
+}
+
 /// Binds the configured listener and serves until `shutdown`.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), Error> {
     let listener = TcpListener::bind(config.listen)

@@ -11,6 +11,7 @@ async fn main() -> anyhow::Result<()> {
         .process_env()
         .load()?;
     let _telemetry = k8shell_common::telemetry::init("ssh-proxy", &config.telemetry)?;
+    k8shell_ssh_proxy::raise_open_files_limit();
     let shutdown = Shutdown::new();
     shutdown.listen_for_signals(std::time::Duration::from_secs(30))?;
     k8shell_ssh_proxy::run(config, shutdown).await?;

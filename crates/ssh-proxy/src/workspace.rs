@@ -231,8 +231,10 @@ impl Proxy {
                        "decision_id": verdict.decision_id, "admin_access": admin_access}),
             )
             .unwrap_or_else(|e| tracing::error!(error = %e, "timeline"));
+        // Terminals hear about the start only when there is one to wait for.
+        let running = workspace.state() == pb::State::Running;
         let entered = async {
-            let endpoint = self.ensure_running(&user, &info, stage).await?;
+            let endpoint = self.ensure_running(&user, &info, !running, stage).await?;
             let k8shelld = self
                 .backends
                 .k8shelld(&endpoint)
@@ -374,12 +376,15 @@ impl Proxy {
         &self,
         user: &idpb::User,
         workspace: &WorkspaceInfo,
+        announce: bool,
         stage: &watch::Sender<Stage>,
     ) -> Result<String, String> {
-        stage.send_replace(Stage::Preparing(format!(
-            "starting workspace {}",
-            workspace.display()
-        )));
+        if announce {
+            stage.send_replace(Stage::Preparing(format!(
+                "starting workspace {}",
+                workspace.display()
+            )));
+        }
         let deadline = k8shell_common::clock::now() + self.config.start_timeout;
         let request = pb::EnsureRunningRequest {
             workspace: Some(by_id(workspace.id)),

@@ -55,6 +55,14 @@ pub fn k8shelld_config(workspace: &WorkspaceRun) -> String {
     )
 }
 
+/// Open files for the workspace: up to 65536, within the hard limit this process has (a
+/// container cannot be given more than its runtime holds).
+fn open_files_limit() -> serde_json::Value {
+    use nix::sys::resource::{Resource, getrlimit};
+    let hard = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(_, hard)| hard);
+    serde_json::json!({"type": "RLIMIT_NOFILE", "soft": hard.min(65536), "hard": hard})
+}
+
 /// The runtime spec: k8shelld as PID 1 with the image's environment, new pid, mount, uts, ipc,
 /// net and cgroup namespaces, the hostname, bind mounts and, when `limits`, CPU and memory.
 pub fn spec(
@@ -87,6 +95,9 @@ pub fn spec(
         },
         // sudo needs setuid binaries to work.
         "noNewPrivileges": false,
+        // runc's default of 1024 open files is too few for k8shelld with hundreds of sessions,
+        // and for editors' file watchers; sessions inherit it.
+        "rlimits": [open_files_limit()],
     });
     let bind = |source: &Path, destination: &str, readonly: bool| {
         let mut options = vec!["rbind", "rprivate"];

@@ -1,6 +1,8 @@
 //! `ssh host command`: output, exit statuses, stderr kept apart, stdin piped through, and the
 //! session that records it all.
 
+use std::path::Path;
+
 use crate::platform::Platform;
 use crate::support::{noise_file, ok, run, run_with_input, sha256, text};
 
@@ -21,6 +23,18 @@ async fn commands_run_in_the_users_workspace_with_their_exit_status() {
     assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
     assert_eq!(text(&output.stdout), "out\n");
     assert_eq!(text(&output.stderr), "err\n");
+
+    // Only allowed environment variables pass (LANG, LC_*, TERM, COLORTERM, configured names).
+    let mut env = platform
+        .client
+        .ssh_with(
+            "alice",
+            "alice",
+            &["-o", "SetEnv=LC_PROBE=passed LD_PRELOAD=/tmp/evil.so"],
+        )
+        .unwrap();
+    env.arg("echo \"$LC_PROBE|$LD_PRELOAD|\"");
+    assert_eq!(ok(&run(env).await), "passed||\n");
 
     // The same workspace by name.
     let mut named = platform.client.ssh("alice", "alice+default").unwrap();
@@ -43,7 +57,7 @@ async fn commands_run_in_the_users_workspace_with_their_exit_status() {
 
     // Every command was a session with the client's address and its command line.
     let sessions = platform.sessions_of("alice", None).await;
-    assert_eq!(sessions.len(), 5, "{sessions:?}");
+    assert_eq!(sessions.len(), 6, "{sessions:?}");
     assert!(
         sessions
             .iter()
@@ -75,4 +89,13 @@ async fn commands_run_in_the_users_workspace_with_their_exit_status() {
         details.session.unwrap().end_reason,
         "the client disconnected"
     );
+
+    // The binary, configured by a file, serves the same.
+    let mut platform = platform;
+    let _binary = platform
+        .run_proxy_binary(Path::new(env!("CARGO_BIN_EXE_k8shell-ssh-proxy")))
+        .await;
+    let mut ssh = platform.client.ssh("alice", "alice").unwrap();
+    ssh.arg("echo from-the-binary");
+    assert_eq!(ok(&run(ssh).await), "from-the-binary\n");
 }

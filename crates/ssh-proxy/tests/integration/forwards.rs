@@ -4,15 +4,7 @@
 use std::process::{Child, Command, Stdio};
 
 use crate::platform::Platform;
-use crate::support::{ok, run};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::support::{free_port, ok, run};
 
 struct Killed(Child);
 

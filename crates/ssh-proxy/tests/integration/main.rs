@@ -5,6 +5,7 @@
 mod commands;
 mod files;
 mod forwards;
+mod paramiko;
 mod platform;
 mod refusals;
 mod support;

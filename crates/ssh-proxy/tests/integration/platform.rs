@@ -37,6 +37,7 @@ pub struct Platform {
     session_uri: String,
     services: Vec<Shutdown>,
     proxy: Option<(Shutdown, tokio::task::JoinHandle<()>)>,
+    proxy_process: Option<std::process::Child>,
     runc_root: PathBuf,
 }
 
@@ -46,6 +47,10 @@ impl Drop for Platform {
     fn drop(&mut self) {
         if let Some((proxy, _)) = &self.proxy {
             proxy.trigger();
+        }
+        if let Some(mut process) = self.proxy_process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
         }
         for service in &self.services {
             service.trigger();
@@ -334,6 +339,7 @@ impl Platform {
             session_uri,
             services,
             proxy: None,
+            proxy_process: None,
             runc_root,
         };
         platform.start_proxy(listener);
@@ -351,6 +357,49 @@ impl Platform {
                 .unwrap();
         });
         self.proxy = Some((shutdown, task));
+    }
+
+    /// Replaces the in-process proxy by the `k8shell-ssh-proxy` binary on the same port, with
+    /// the same configuration written as a file (for measuring the proxy's own memory); returns
+    /// its process id. It is killed with the platform.
+    pub async fn run_proxy_binary(&mut self, binary: &Path) -> u32 {
+        self.stop_proxy().await;
+        let c = &self.proxy_config;
+        let tls = format!(
+            "cert_file = {:?}\nkey_file = {:?}\nca_file = {:?}\n",
+            c.tls.cert_file, c.tls.key_file, c.tls.ca_file
+        );
+        let text = format!(
+            "listen = \"{listen}\"\nhost_key_dir = {keys:?}\nidentity_uri = \"{identity}\"\n\
+             authz_uri = \"{authz}\"\nsession_uri = \"{session}\"\n\
+             provisioner_uri = \"{provisioner}\"\nspool_dir = {spool:?}\n\n\
+             [tls]\n{tls}\n[nats]\nurl = \"{nats}\"\n\n[outbox]\ndir = {outbox:?}\n",
+            listen = c.listen,
+            keys = c.host_key_dir,
+            identity = c.identity_uri,
+            authz = c.authz_uri,
+            session = c.session_uri,
+            provisioner = c.provisioner_uri,
+            spool = c.spool_dir,
+            nats = c.nats.url,
+            outbox = c.outbox.dir,
+        );
+        let file = self.dir.path().join("ssh-proxy.toml");
+        std::fs::write(&file, text).unwrap();
+        let child = std::process::Command::new(binary)
+            .arg("--config")
+            .arg(&file)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap();
+        let addr = c.listen;
+        k8shell_testkit::poll_until("the ssh-proxy binary to listen", || async move {
+            tokio::net::TcpStream::connect(addr).await.ok()
+        })
+        .await;
+        let pid = child.id();
+        self.proxy_process = Some(child);
+        pid
     }
 
     /// Shuts the proxy down (it drains) and waits until it stopped.

@@ -19,7 +19,10 @@ async fn next_failure(events: &mut async_nats::Subscriber) -> serde_json::Value 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_wrong_keys_suspended_users_and_other_peoples_workspaces_are_refused() {
-    let platform = Platform::start().await;
+    let platform = Platform::start_with(|config| {
+        config.auth.login_grace = Duration::from_secs(5);
+    })
+    .await;
     for user in ["alice", "bob", "carol"] {
         platform.add_user(user).await;
     }
@@ -115,5 +118,24 @@ async fn strangers_wrong_keys_suspended_users_and_other_peoples_workspaces_are_r
             .unwrap()
             .contains("too many attempts"),
         "{last}"
+    );
+
+    // A connection that never logs in is cut at the end of the login grace time.
+    let mut idle = tokio::net::TcpStream::connect(platform.proxy_config.listen)
+        .await
+        .unwrap();
+    let mut banner = Vec::new();
+    use tokio::io::AsyncReadExt as _;
+    let closed = tokio::time::timeout(Duration::from_secs(30), idle.read_to_end(&mut banner)).await;
+    assert!(closed.is_ok(), "the idle connection was not cut");
+    assert!(
+        text(&banner).starts_with("SSH-2.0-k8shell"),
+        "{}",
+        text(&banner)
+    );
+    let event = next_failure(&mut failures).await;
+    assert!(
+        event["reason"].as_str().unwrap().contains("login grace"),
+        "{event}"
     );
 }

@@ -66,3 +66,12 @@ pub fn sha256(path: &std::path::Path) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// A loopback port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
