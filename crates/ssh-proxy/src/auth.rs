@@ -196,11 +196,18 @@ impl Proxy {
 
     /// Publishes `k8shell.auth.failure` (the SSH shield bans on these) and logs it.
     pub async fn auth_failed(&self, peer: SocketAddr, user: &str, method: &str, reason: &str) {
+        // The name comes from anyone who connects: bounded and escaped in logs and events.
+        let user: String = user
+            .chars()
+            .take(256)
+            .collect::<String>()
+            .escape_debug()
+            .collect();
         tracing::info!(%peer, %user, %method, %reason, "authentication refused");
         let event = Event::new(AuthFailure {
             ip: peer.ip().to_canonical(),
             port: peer.port(),
-            user: user.chars().take(256).collect(),
+            user,
             method: method.to_owned(),
             reason: reason.to_owned(),
         });

@@ -16,6 +16,7 @@ use russh::server::{Auth, ChannelOpenHandle, Handle, Handler, Msg, Response, Ses
 use russh::{Channel, ChannelId, ChannelOpenFailure};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Authenticated, KEYBOARD_INTERACTIVE, PUBLICKEY, Refusal};
 use crate::forward;
@@ -37,6 +38,10 @@ pub struct Shared {
     tasks: Mutex<Vec<AbortHandle>>,
     /// Channels open now (their tasks run).
     channels: Mutex<HashMap<ChannelId, Requests>>,
+    /// Cancelled when the connection ended: every channel task stops.
+    pub closed: CancellationToken,
+    /// Cuts the TCP stream (when a disconnect is not processed in time).
+    cut: CancellationToken,
 }
 
 impl std::fmt::Debug for Shared {
@@ -53,6 +58,21 @@ struct Requests {
 }
 
 impl Shared {
+    /// The attachment, once the connection is in its workspace.
+    pub fn attachment(&self) -> Option<Arc<Attachment>> {
+        match &*self.stage.borrow() {
+            Stage::Ready(attachment) => Some(Arc::clone(attachment)),
+            _ => None,
+        }
+    }
+
+    /// Input from the user (counted once the session exists).
+    pub fn input(&self, bytes: usize) {
+        if let Stage::Ready(attachment) = &*self.stage.borrow() {
+            attachment.input(bytes);
+        }
+    }
+
     /// Waits until the connection is in its workspace (or cannot be).
     pub async fn ready(&self) -> Stage {
         let mut stage = self.stage.clone();
@@ -120,28 +140,39 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         for id in terminals {
-            let _ = self.handle.data(id, Bytes::from(text.to_owned())).await;
+            let notice = self.handle.data(id, Bytes::from(text.to_owned()));
+            // A notice must not hold up what follows it (a disconnect, the drain).
+            let _ = tokio::time::timeout(Duration::from_secs(1), notice).await;
         }
     }
 
-    /// Ends the connection with `reason` (recorded in the session), telling the client.
+    /// Ends the connection with `reason` (recorded in the session), telling the client; if the
+    /// disconnect is not through within a few seconds (a client that stopped reading keeps
+    /// russh's loop from it), the TCP stream is cut.
     pub async fn end(&self, reason: &str, tell_client: &str) {
         self.end_reason
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get_or_insert_with(|| reason.to_owned());
-        let _ = self
-            .handle
-            .disconnect(
+        let cut = self.cut.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            cut.cancel();
+        });
+        let _ = tokio::time::timeout(
+            Duration::from_secs(3),
+            self.handle.disconnect(
                 russh::Disconnect::ByApplication,
                 tell_client.to_owned(),
                 "en".to_owned(),
-            )
-            .await;
+            ),
+        )
+        .await;
     }
 
-    /// After the connection ended: background tasks stop and the session is closed.
+    /// After the connection ended: channel and background tasks stop and the session is closed.
     pub fn finish(&self, default_reason: &str) {
+        self.closed.cancel();
         for task in self
             .tasks
             .lock()
@@ -206,10 +237,18 @@ pub struct Connection {
     pub authed: Arc<AtomicBool>,
     login_deadline: tokio::time::Instant,
     handle: Arc<OnceLock<Handle>>,
+    cut: CancellationToken,
+    /// Device logins started on this connection (one is allowed).
+    device_logins: usize,
 }
 
 impl Connection {
-    pub fn new(proxy: Arc<Proxy>, peer: SocketAddr, handle: Arc<OnceLock<Handle>>) -> Self {
+    pub fn new(
+        proxy: Arc<Proxy>,
+        peer: SocketAddr,
+        handle: Arc<OnceLock<Handle>>,
+        cut: CancellationToken,
+    ) -> Self {
         let login_deadline = tokio::time::Instant::now() + proxy.config.auth.login_grace;
         Self {
             proxy,
@@ -223,6 +262,8 @@ impl Connection {
             authed: Arc::new(AtomicBool::new(false)),
             login_deadline,
             handle,
+            cut,
+            device_logins: 0,
         }
     }
 
@@ -272,14 +313,20 @@ impl Connection {
     }
 
     /// Registers a new channel, or refuses it (answering the client) when it may not open.
+    /// `session`: it takes requests (pty-req, env, shell, …); other channels refuse them all.
     async fn open(
         &self,
         id: ChannelId,
         reply: ChannelOpenHandle,
+        session: bool,
     ) -> Option<(ChannelGuard, ChannelOpenHandle)> {
         match self.may_open() {
             Ok(shared) => {
-                shared.with_channels(|c| c.insert(id, Requests::default()));
+                let requests = Requests {
+                    pty: !session,
+                    started: !session,
+                };
+                shared.with_channels(|c| c.insert(id, requests));
                 Some((ChannelGuard { shared, id }, reply))
             }
             Err(reason) => {
@@ -381,8 +428,14 @@ impl Handler for Connection {
                     Err(refusal) => Ok(self.refuse(user, KEYBOARD_INTERACTIVE, refusal).await),
                 }
             }
+            // One device login per connection: each one costs identity a pending login.
+            _ if self.device_logins > 0 => {
+                let refusal = Refusal("a second device login on one connection".to_owned());
+                Ok(self.refuse(user, KEYBOARD_INTERACTIVE, refusal).await)
+            }
             _ => match self.proxy.begin_device_login(self.peer).await {
                 Ok(started) => {
+                    self.device_logins += 1;
                     let instructions = format!(
                         "To log in, open {} in a browser and confirm the code {}.\n\
                          Waiting for you…",
@@ -421,6 +474,8 @@ impl Handler for Connection {
             end_reason: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
             channels: Mutex::new(HashMap::new()),
+            closed: CancellationToken::new(),
+            cut: self.cut.clone(),
         });
         let _ = self.shared.set(Arc::clone(&shared));
         let task = tokio::spawn(enter(Arc::clone(&shared), login, facts, stage));
@@ -434,7 +489,7 @@ impl Handler for Connection {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let Some((guard, reply)) = self.open(channel.id(), reply).await else {
+        let Some((guard, reply)) = self.open(channel.id(), reply, true).await else {
             return Ok(());
         };
         tokio::spawn(async move {
@@ -455,7 +510,7 @@ impl Handler for Connection {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let Some((guard, reply)) = self.open(channel.id(), reply).await else {
+        let Some((guard, reply)) = self.open(channel.id(), reply, false).await else {
             return Ok(());
         };
         let target = forward::Target {
@@ -531,6 +586,19 @@ impl Handler for Connection {
         Self::reply(session, channel, ok)
     }
 
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // No X11 forwarding; the client must hear so (russh would not answer at all).
+        session.channel_failure(channel)
+    }
+
     fn adjust_window(&mut self, _channel: ChannelId, current: u32) -> u32 {
         self.backlog.window(current.max(self.proxy.window_size()))
     }
@@ -584,7 +652,9 @@ async fn enter(
                     .await;
                 return;
             }
-            _ = touch.tick() => attachment.touch_if_active(&proxy).await,
+            _ = touch.tick() => {
+                let _ = tokio::time::timeout(Duration::from_secs(5), attachment.touch_if_active(&proxy)).await;
+            }
         }
     }
 }

@@ -102,15 +102,17 @@ pub async fn run(
     };
     reply.accept().await;
     let (rx, tx) = channel.split();
-    let pump_attachment = Arc::clone(&attachment);
+    let gone = shared.closed.child_token();
+    let pump_shared = Arc::clone(&shared);
     let pump = tokio::spawn(inbound::pump(
         rx,
         to_workspace,
         Arc::clone(&shared.backlog),
+        gone.clone(),
         move |message| {
             let input = match message {
                 ChannelMsg::Data { data } => {
-                    pump_attachment.input(data.len());
+                    pump_shared.input(data.len());
                     let n = data.len();
                     return Step::Send(
                         forward_input(kpb::forward_input::Input::Data(data.into())),
@@ -118,19 +120,27 @@ pub async fn run(
                     );
                 }
                 ChannelMsg::Eof => kpb::forward_input::Input::Eof(kpb::Eof {}),
-                ChannelMsg::Close => return Step::Stop,
                 _ => return Step::Skip,
             };
             Step::Send(forward_input(input), 0)
         },
     ));
+    let mut eof_sent = false;
     loop {
-        match output.message().await {
+        let message = tokio::select! {
+            () = gone.cancelled() => break,
+            message = output.message() => message,
+        };
+        match message {
             Ok(Some(kpb::ForwardOutput {
                 output: Some(kpb::forward_output::Output::Data(data)),
             })) => {
                 attachment.output(data.len());
-                if tx.data_bytes(Bytes::from(data)).await.is_err() {
+                let sent = tokio::select! {
+                    () = gone.cancelled() => break,
+                    sent = tx.data_bytes(Bytes::from(data)) => sent,
+                };
+                if sent.is_err() {
                     break;
                 }
             }
@@ -138,15 +148,22 @@ pub async fn run(
                 output: Some(kpb::forward_output::Output::Eof(_)),
             })) => {
                 let _ = tx.eof().await;
+                eof_sent = true;
             }
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => break,
         }
     }
-    // k8shelld ends the stream when the connection is over in both directions (or failed).
+    // k8shelld ends the stream when the connection is over in both directions (or failed);
+    // dropping it cancels the call when the client went first.
+    drop(output);
     pump.abort();
-    let _ = tx.eof().await;
-    let _ = tx.close().await;
+    if !gone.is_cancelled() {
+        if !eof_sent {
+            let _ = tx.eof().await;
+        }
+        let _ = tx.close().await;
+    }
 }
 
 fn forward_input(input: kpb::forward_input::Input) -> kpb::ForwardInput {

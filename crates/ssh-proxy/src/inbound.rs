@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use russh::ChannelMsg;
 use russh::ChannelReadHalf;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// Bytes received from the client and not yet taken by the workspace, for one connection.
 #[derive(Debug, Default)]
@@ -59,43 +60,83 @@ pub enum Step<T> {
     Send(T, usize),
     /// Nothing to forward.
     Skip,
-    /// The client is done with the channel (it closed it).
+    /// The client sends nothing more, but still reads (SFTP's EOF).
     Stop,
 }
 
-/// Moves the channel's messages, converted by `convert`, to `out` until the client closes the
-/// channel or `out` is gone. Dropping `out` at the end ends the workspace's input.
+/// Bytes a pump holds, given back to the connection's backlog however the pump ends (an
+/// aborted pump included).
+struct Held {
+    backlog: Arc<Backlog>,
+    bytes: usize,
+}
+
+impl Held {
+    fn add(&mut self, n: usize) {
+        self.bytes += n;
+        self.backlog.add(n);
+    }
+
+    fn sub(&mut self, n: usize) {
+        self.bytes -= n;
+        self.backlog.sub(n);
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.backlog.sub(self.bytes);
+    }
+}
+
+/// Moves the channel's messages, converted by `convert`, to `out` until the client is done or
+/// `out` is gone. It starts as soon as the channel does, before the workspace is ready, so that
+/// russh's loop never waits on this channel. When the client closes the channel or the
+/// connection ends, `gone` is cancelled: the output side then stops too. Dropping `out` at the
+/// end ends the workspace's input.
 pub async fn pump<T>(
     mut rx: ChannelReadHalf,
     out: mpsc::Sender<T>,
     backlog: Arc<Backlog>,
+    gone: CancellationToken,
     mut convert: impl FnMut(ChannelMsg) -> Step<T>,
 ) {
     let mut queue: VecDeque<(T, usize)> = VecDeque::new();
+    let mut held = Held { backlog, bytes: 0 };
     let mut open = true;
-    let mut held = 0;
     while open || !queue.is_empty() {
         tokio::select! {
             permit = out.reserve(), if !queue.is_empty() => {
                 let Ok(permit) = permit else { break };
                 if let Some((item, n)) = queue.pop_front() {
-                    held -= n;
-                    backlog.sub(n);
+                    held.sub(n);
                     permit.send(item);
                 }
             }
-            message = rx.wait(), if open => match message.map(&mut convert) {
-                Some(Step::Send(item, n)) => {
-                    held += n;
-                    backlog.add(n);
-                    queue.push_back((item, n));
+            message = rx.wait(), if open => match message {
+                Some(ChannelMsg::Close) | None => {
+                    gone.cancel();
+                    return;
                 }
-                Some(Step::Skip) => {}
-                Some(Step::Stop) | None => open = false,
+                Some(message) => match convert(message) {
+                    Step::Send(item, n) => {
+                        held.add(n);
+                        queue.push_back((item, n));
+                    }
+                    Step::Skip => {}
+                    Step::Stop => open = false,
+                },
             },
         }
     }
-    backlog.sub(held);
+    // Input is over: the workspace sees its end. Still watch for the client closing the channel.
+    drop(out);
+    while let Some(message) = rx.wait().await {
+        if matches!(message, ChannelMsg::Close) {
+            break;
+        }
+    }
+    gone.cancel();
 }
 
 #[cfg(test)]

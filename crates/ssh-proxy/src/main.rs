@@ -13,7 +13,8 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = k8shell_common::telemetry::init("ssh-proxy", &config.telemetry)?;
     k8shell_ssh_proxy::raise_open_files_limit();
     let shutdown = Shutdown::new();
-    shutdown.listen_for_signals(std::time::Duration::from_secs(30))?;
+    // The proxy drains for `drain`, then ends what is left: give it time for both.
+    shutdown.listen_for_signals(config.drain + std::time::Duration::from_secs(10))?;
     k8shell_ssh_proxy::run(config, shutdown).await?;
     Ok(())
 }

@@ -76,7 +76,12 @@ pub async fn serve(
         let id = next_id;
         let cut = CancellationToken::new();
         let handle_slot = Arc::new(OnceLock::new());
-        let handler = Connection::new(Arc::clone(&proxy), peer, Arc::clone(&handle_slot));
+        let handler = Connection::new(
+            Arc::clone(&proxy),
+            peer,
+            Arc::clone(&handle_slot),
+            cut.clone(),
+        );
         live.lock().unwrap_or_else(PoisonError::into_inner).insert(
             id,
             Live {

@@ -15,6 +15,7 @@ use russh::{Channel, ChannelMsg, ChannelWriteHalf};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 
 use crate::connection::Shared;
 use crate::inbound::{self, Step};
@@ -115,15 +116,63 @@ pub async fn run(channel: Channel<Msg>, shared: Arc<Shared>) {
                 }
             }
             Some(ChannelMsg::RequestShell { .. }) => break Start::Shell,
-            Some(ChannelMsg::Exec { command, .. }) => {
-                break Start::Exec(String::from_utf8_lossy(&command).into_owned());
-            }
+            Some(ChannelMsg::Exec { command, .. }) => match String::from_utf8(command) {
+                Ok(command) => break Start::Exec(command),
+                // Running a lossy copy would run another command than the one asked for.
+                Err(_) => {
+                    return Ends { tx: &tx, id }
+                        .fail("the command is not valid UTF-8")
+                        .await;
+                }
+            },
             Some(ChannelMsg::RequestSubsystem { name, .. }) if name == "sftp" => break Start::Sftp,
             Some(ChannelMsg::Close) | None => return,
             Some(_) => {}
         }
     };
     let ends = Ends { tx: &tx, id };
+    // The client's input is taken from russh at once, while the workspace may still be starting
+    // (ADR 0011); it waits in the pump until k8shelld takes it.
+    let gone = shared.closed.child_token();
+    let (resized, resizes) = mpsc::unbounded_channel::<(u32, u32)>();
+    let command = match &start {
+        Start::Exec(command) => command.clone(),
+        _ => String::new(),
+    };
+    let (pump, requests) = if start == Start::Sftp {
+        let (to_workspace, requests) = mpsc::channel(TO_WORKSPACE);
+        let pump = tokio::spawn(inbound::pump(
+            rx,
+            to_workspace,
+            Arc::clone(&shared.backlog),
+            gone.clone(),
+            sftp_input(Arc::clone(&shared), number),
+        ));
+        (pump, Requests::Sftp(requests))
+    } else {
+        let (to_workspace, requests) = mpsc::channel(TO_WORKSPACE);
+        let first = exec_input(kpb::exec_input::Input::Start(kpb::ExecStart {
+            command: command.clone(),
+            env,
+            working_dir: String::new(),
+            pty: terminal.clone().map(|t| kpb::Pty {
+                term: t.term,
+                size: Some(t.size),
+                modes: t.modes,
+            }),
+        }));
+        // The queue is empty: the start goes first.
+        let _ = to_workspace.try_send(first);
+        let pump = tokio::spawn(inbound::pump(
+            rx,
+            to_workspace,
+            Arc::clone(&shared.backlog),
+            gone.clone(),
+            exec_input_of(Arc::clone(&shared), resized),
+        ));
+        (pump, Requests::Exec(requests))
+    };
+    let _pump = AbortOnDrop(pump);
     let Some(attachment) = shared.wait_ready(&ends, terminal.is_some()).await else {
         return;
     };
@@ -145,25 +194,30 @@ pub async fn run(channel: Channel<Msg>, shared: Arc<Shared>) {
                    "decision_id": verdict.decision_id}),
         );
         if !verdict.allow {
-            ends.fail(&format!("denied: {}", verdict.reasons.join("; ")))
-                .await;
-            return;
+            let why = if verdict.reasons.is_empty() {
+                "the policy says no".to_owned()
+            } else {
+                verdict.reasons.join("; ")
+            };
+            return ends.fail(&format!("denied: {why}")).await;
         }
     }
     let bearer = match attachment.bearer(&shared.proxy).await {
         Ok(bearer) => bearer,
         Err(message) => return ends.fail(&message).await,
     };
-    match start {
-        Start::Sftp => {
+    let stream = Stream {
+        ends: &ends,
+        shared: &shared,
+        attachment: &attachment,
+        gone: &gone,
+    };
+    match requests {
+        Requests::Sftp(requests) => {
             attachment.event("sftp", number, json!({"op": "start"}));
-            sftp(rx, &ends, &shared, &attachment, &bearer).await;
+            stream.sftp(requests, &bearer).await;
         }
-        start => {
-            let command = match &start {
-                Start::Exec(command) => command.clone(),
-                _ => String::new(),
-            };
+        Requests::Exec(requests) => {
             match &terminal {
                 Some(t) => attachment.event(
                     "pty",
@@ -173,15 +227,84 @@ pub async fn run(channel: Channel<Msg>, shared: Arc<Shared>) {
                 ),
                 None => attachment.event("exec", number, json!({"command": command})),
             }
-            let exec = Exec {
-                command,
-                terminal,
-                env,
-            };
-            exec.run(rx, &ends, &shared, &attachment, &bearer).await;
+            stream
+                .exec(requests, resizes, terminal.as_ref(), &command, &bearer)
+                .await;
         }
     }
     attachment.event("channel_close", number, json!({}));
+}
+
+/// What the pump feeds, for the stream that takes it.
+enum Requests {
+    Exec(mpsc::Receiver<kpb::ExecInput>),
+    Sftp(mpsc::Receiver<kpb::SftpData>),
+}
+
+/// Aborts the pump when the channel's task ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Client messages of an exec or shell channel, as k8shelld's `Exec` input.
+fn exec_input_of(
+    shared: Arc<Shared>,
+    resized: mpsc::UnboundedSender<(u32, u32)>,
+) -> impl FnMut(ChannelMsg) -> Step<kpb::ExecInput> {
+    move |message| {
+        let input = match message {
+            ChannelMsg::Data { data } => {
+                shared.input(data.len());
+                let n = data.len();
+                return Step::Send(exec_input(kpb::exec_input::Input::Stdin(data.into())), n);
+            }
+            ChannelMsg::Eof => kpb::exec_input::Input::StdinEof(kpb::Eof {}),
+            ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+            } => {
+                let _ = resized.send((col_width, row_height));
+                kpb::exec_input::Input::Resize(kpb::WindowSize {
+                    cols: col_width,
+                    rows: row_height,
+                    width_px: pix_width,
+                    height_px: pix_height,
+                })
+            }
+            ChannelMsg::Signal { signal } => kpb::exec_input::Input::Signal(signals::name(&signal)),
+            _ => return Step::Skip,
+        };
+        Step::Send(exec_input(input), 0)
+    }
+}
+
+/// Client messages of an SFTP channel: the protocol's bytes, with file operations noted.
+fn sftp_input(shared: Arc<Shared>, number: u32) -> impl FnMut(ChannelMsg) -> Step<kpb::SftpData> {
+    let mut log = SftpLog::default();
+    move |message| match message {
+        ChannelMsg::Data { data } => {
+            shared.input(data.len());
+            let noted = log.feed(&data);
+            if !noted.is_empty()
+                && let Some(attachment) = shared.attachment()
+            {
+                for operation in noted {
+                    attachment.event("sftp", number, operation);
+                }
+            }
+            let n = data.len();
+            Step::Send(kpb::SftpData { data: data.into() }, n)
+        }
+        // The client's EOF ends the SFTP stream.
+        ChannelMsg::Eof => Step::Stop,
+        _ => Step::Skip,
+    }
 }
 
 /// The sending side of the channel, with the ways it can end.
@@ -215,118 +338,100 @@ fn bearer_request<T>(message: T, bearer: &str) -> Result<tonic::Request<T>, Stri
     Ok(request)
 }
 
-fn workspace_gone(attachment: &Attachment, status: &tonic::Status) -> String {
+fn workspace_error(attachment: &Attachment, status: &tonic::Status) -> String {
     tracing::warn!(workspace = %attachment.workspace.display(), code = ?status.code(),
                    error = %status.message(), "k8shelld call failed");
-    format!(
-        "workspace {} did not answer: {}",
-        attachment.workspace.display(),
-        status.message()
-    )
+    let workspace = attachment.workspace.display();
+    match status.code() {
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+            format!(
+                "workspace {workspace} refused the session: {}",
+                status.message()
+            )
+        }
+        _ => format!("workspace {workspace} did not answer: {}", status.message()),
+    }
 }
 
-struct Exec {
-    command: String,
-    terminal: Option<Terminal>,
-    env: HashMap<String, String>,
+/// A started channel and what it streams through.
+struct Stream<'a> {
+    ends: &'a Ends<'a>,
+    shared: &'a Arc<Shared>,
+    attachment: &'a Arc<Attachment>,
+    /// Cancelled when the client closed the channel or the connection ended.
+    gone: &'a CancellationToken,
 }
 
-impl Exec {
-    async fn run(
-        self,
-        rx: russh::ChannelReadHalf,
-        ends: &Ends<'_>,
-        shared: &Arc<Shared>,
-        attachment: &Arc<Attachment>,
+/// How the output side ended.
+enum Outcome {
+    Exit(Option<kpb::exit_status::Status>),
+    /// k8shelld ended the stream without a status (or failed).
+    Ended,
+    /// The client closed the channel or went away.
+    Gone,
+}
+
+impl Stream<'_> {
+    /// Sends `data` within the client's window, unless the client is gone.
+    async fn send(&self, data: Vec<u8>, stderr: bool) -> bool {
+        self.attachment.output(data.len());
+        let data = Bytes::from(data);
+        let sent = async {
+            if stderr {
+                self.ends.tx.extended_data_bytes(1, data).await
+            } else {
+                self.ends.tx.data_bytes(data).await
+            }
+        };
+        tokio::select! {
+            () = self.gone.cancelled() => false,
+            sent = sent => sent.is_ok(),
+        }
+    }
+
+    async fn exec(
+        &self,
+        requests: mpsc::Receiver<kpb::ExecInput>,
+        mut resizes: mpsc::UnboundedReceiver<(u32, u32)>,
+        terminal: Option<&Terminal>,
+        command: &str,
         bearer: &str,
     ) {
-        let number = u32::from(ends.id);
-        let mut recording = self.terminal.as_ref().and_then(|t| {
+        let number = u32::from(self.ends.id);
+        let mut recording = terminal.and_then(|t| {
             let mut header = Header::new(
                 u16::try_from(t.size.cols).unwrap_or(80),
                 u16::try_from(t.size.rows).unwrap_or(24),
             );
             header.timestamp = Some(k8shell_common::clock::now().unix_timestamp());
             header.env.insert("TERM".to_owned(), t.term.clone());
-            if !self.command.is_empty() {
-                header.command = Some(self.command.clone());
+            if !command.is_empty() {
+                header.command = Some(command.to_owned());
             }
-            attachment
+            self.attachment
                 .with_session(|s| s.record(number, RecordingKind::Pty, &header))
                 .and_then(|r| {
                     r.map_err(|e| tracing::error!(error = %e, "cannot record a terminal"))
                         .ok()
                 })
         });
-        let pty = self.terminal.is_some();
-        let start = kpb::ExecInput {
-            input: Some(kpb::exec_input::Input::Start(kpb::ExecStart {
-                command: self.command,
-                env: self.env,
-                working_dir: String::new(),
-                pty: self.terminal.map(|t| kpb::Pty {
-                    term: t.term,
-                    size: Some(t.size),
-                    modes: t.modes,
-                }),
-            })),
-        };
-        let (to_workspace, requests) = mpsc::channel(TO_WORKSPACE);
-        if to_workspace.send(start).await.is_err() {
-            return;
-        }
         let request = match bearer_request(ReceiverStream::new(requests), bearer) {
             Ok(request) => request,
-            Err(message) => return ends.fail(&message).await,
+            Err(message) => return self.ends.fail(&message).await,
         };
-        let mut client = WorkspaceClient::new(attachment.k8shelld.clone());
+        let mut client = WorkspaceClient::new(self.attachment.k8shelld.clone());
         let mut output = match client.exec(request).await {
             Ok(output) => output.into_inner(),
-            Err(status) => return ends.fail(&workspace_gone(attachment, &status)).await,
+            Err(status) => {
+                return self
+                    .ends
+                    .fail(&workspace_error(self.attachment, &status))
+                    .await;
+            }
         };
-        // Resizes go to the recording too; the pump tells the output side through this queue.
-        let (resized, mut resizes) = mpsc::unbounded_channel::<(u32, u32)>();
-        let pump_attachment = Arc::clone(attachment);
-        let pump = tokio::spawn(inbound::pump(
-            rx,
-            to_workspace,
-            Arc::clone(&shared.backlog),
-            move |message| {
-                let input = match message {
-                    ChannelMsg::Data { data } => {
-                        pump_attachment.input(data.len());
-                        let n = data.len();
-                        return Step::Send(
-                            exec_input(kpb::exec_input::Input::Stdin(data.into())),
-                            n,
-                        );
-                    }
-                    ChannelMsg::Eof => kpb::exec_input::Input::StdinEof(kpb::Eof {}),
-                    ChannelMsg::WindowChange {
-                        col_width,
-                        row_height,
-                        pix_width,
-                        pix_height,
-                    } => {
-                        let _ = resized.send((col_width, row_height));
-                        kpb::exec_input::Input::Resize(kpb::WindowSize {
-                            cols: col_width,
-                            rows: row_height,
-                            width_px: pix_width,
-                            height_px: pix_height,
-                        })
-                    }
-                    ChannelMsg::Signal { signal } => {
-                        kpb::exec_input::Input::Signal(signals::name(&signal))
-                    }
-                    ChannelMsg::Close => return Step::Stop,
-                    _ => return Step::Skip,
-                };
-                Step::Send(exec_input(input), 0)
-            },
-        ));
-        let ended = loop {
+        let outcome = loop {
             let message = tokio::select! {
+                () = self.gone.cancelled() => break Outcome::Gone,
                 message = output.message() => message,
                 Some((cols, rows)) = resizes.recv() => {
                     if let Some(recording) = &mut recording {
@@ -338,62 +443,52 @@ impl Exec {
             match message {
                 Ok(Some(kpb::ExecOutput { output: Some(out) })) => match out {
                     kpb::exec_output::Output::Stdout(data) => {
-                        attachment.output(data.len());
                         if let Some(recording) = &mut recording {
                             record(recording, &data);
                         }
-                        if ends.tx.data_bytes(Bytes::from(data)).await.is_err() {
-                            break None;
+                        if !self.send(data, false).await {
+                            break Outcome::Gone;
                         }
                     }
                     kpb::exec_output::Output::Stderr(data) => {
-                        attachment.output(data.len());
-                        if ends
-                            .tx
-                            .extended_data_bytes(1, Bytes::from(data))
-                            .await
-                            .is_err()
-                        {
-                            break None;
+                        if !self.send(data, true).await {
+                            break Outcome::Gone;
                         }
                     }
-                    kpb::exec_output::Output::Exit(status) => break Some(status),
+                    kpb::exec_output::Output::Exit(status) => break Outcome::Exit(status.status),
                     kpb::exec_output::Output::Started(_) => {}
                 },
                 Ok(Some(_)) => {}
-                Ok(None) => break None,
+                Ok(None) => break Outcome::Ended,
                 Err(status) => {
-                    let _ = ends
-                        .tx
-                        .extended_data_bytes(
-                            1,
-                            Bytes::from(format!(
-                                "k8shell: {}\r\n",
-                                workspace_gone(attachment, &status)
-                            )),
-                        )
-                        .await;
-                    break None;
+                    let line =
+                        format!("k8shell: {}\r\n", workspace_error(self.attachment, &status));
+                    let _ = self.send(line.into_bytes(), true).await;
+                    break Outcome::Ended;
                 }
             }
         };
-        pump.abort();
+        // Dropping the stream cancels the call: k8shelld hangs up a process whose client left.
+        drop(output);
         if let Some(recording) = recording
             && let Err(error) = recording.finish()
         {
             tracing::error!(%error, "a terminal recording could not be finished");
         }
-        let _ = ends.tx.eof().await;
-        let exit = match ended.and_then(|e| e.status) {
-            Some(kpb::exit_status::Status::Code(code)) => {
-                let _ = ends.tx.exit_status(code as u32).await;
+        let exit = match outcome {
+            Outcome::Gone => json!({"note": "the client closed the channel"}),
+            Outcome::Exit(Some(kpb::exit_status::Status::Code(code))) => {
+                let _ = self.ends.tx.eof().await;
+                let _ = self.ends.tx.exit_status(code as u32).await;
                 json!({"exit_code": code})
             }
-            Some(kpb::exit_status::Status::Signal(signal)) => {
-                let _ = shared
+            Outcome::Exit(Some(kpb::exit_status::Status::Signal(signal))) => {
+                let _ = self.ends.tx.eof().await;
+                let _ = self
+                    .shared
                     .handle
                     .exit_signal_request(
-                        ends.id,
+                        self.ends.id,
                         signals::from_name(&signal.name),
                         signal.core_dumped,
                         String::new(),
@@ -402,15 +497,57 @@ impl Exec {
                     .await;
                 json!({"signal": signal.name})
             }
-            None => {
+            Outcome::Exit(None) | Outcome::Ended => {
                 // Without a status, the client learns that the command did not finish well.
-                let _ = ends.tx.exit_status(255).await;
+                let _ = self.ends.tx.eof().await;
+                let _ = self.ends.tx.exit_status(255).await;
                 json!({"exit_code": 255, "note": "the workspace ended the stream"})
             }
         };
-        attachment.event("exit", number, exit);
-        let _ = ends.tx.close().await;
-        let _ = pty;
+        self.attachment.event("exit", number, exit);
+        let _ = self.ends.tx.close().await;
+    }
+
+    async fn sftp(&self, requests: mpsc::Receiver<kpb::SftpData>, bearer: &str) {
+        let request = match bearer_request(ReceiverStream::new(requests), bearer) {
+            Ok(request) => request,
+            Err(message) => return self.ends.fail(&message).await,
+        };
+        let mut client = WorkspaceClient::new(self.attachment.k8shelld.clone());
+        let mut output = match client.sftp(request).await {
+            Ok(output) => output.into_inner(),
+            Err(status) => {
+                return self
+                    .ends
+                    .fail(&workspace_error(self.attachment, &status))
+                    .await;
+            }
+        };
+        let mut failed = false;
+        loop {
+            let message = tokio::select! {
+                () = self.gone.cancelled() => return,
+                message = output.message() => message,
+            };
+            match message {
+                Ok(Some(kpb::SftpData { data })) => {
+                    if !self.send(data, false).await {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    let line =
+                        format!("k8shell: {}\r\n", workspace_error(self.attachment, &status));
+                    let _ = self.send(line.into_bytes(), true).await;
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        let _ = self.ends.tx.eof().await;
+        let _ = self.ends.tx.exit_status(u32::from(failed)).await;
+        let _ = self.ends.tx.close().await;
     }
 }
 
@@ -422,63 +559,4 @@ fn record(recording: &mut Recording, data: &[u8]) {
     if let Err(error) = recording.output(data) {
         tracing::error!(%error, "a terminal recording failed; the session goes on unrecorded");
     }
-}
-
-async fn sftp(
-    rx: russh::ChannelReadHalf,
-    ends: &Ends<'_>,
-    shared: &Arc<Shared>,
-    attachment: &Arc<Attachment>,
-    bearer: &str,
-) {
-    let number = u32::from(ends.id);
-    let (to_workspace, requests) = mpsc::channel(TO_WORKSPACE);
-    let request = match bearer_request(ReceiverStream::new(requests), bearer) {
-        Ok(request) => request,
-        Err(message) => return ends.fail(&message).await,
-    };
-    let mut client = WorkspaceClient::new(attachment.k8shelld.clone());
-    let mut output = match client.sftp(request).await {
-        Ok(output) => output.into_inner(),
-        Err(status) => return ends.fail(&workspace_gone(attachment, &status)).await,
-    };
-    let pump_attachment = Arc::clone(attachment);
-    let mut log = SftpLog::default();
-    let pump = tokio::spawn(inbound::pump(
-        rx,
-        to_workspace,
-        Arc::clone(&shared.backlog),
-        move |message| match message {
-            ChannelMsg::Data { data } => {
-                pump_attachment.input(data.len());
-                for operation in log.feed(&data) {
-                    pump_attachment.event("sftp", number, operation);
-                }
-                let n = data.len();
-                Step::Send(kpb::SftpData { data: data.into() }, n)
-            }
-            // The client's EOF ends the SFTP stream.
-            ChannelMsg::Eof | ChannelMsg::Close => Step::Stop,
-            _ => Step::Skip,
-        },
-    ));
-    loop {
-        match output.message().await {
-            Ok(Some(kpb::SftpData { data })) => {
-                attachment.output(data.len());
-                if ends.tx.data_bytes(Bytes::from(data)).await.is_err() {
-                    break;
-                }
-            }
-            Ok(None) => break,
-            Err(status) => {
-                workspace_gone(attachment, &status);
-                break;
-            }
-        }
-    }
-    pump.abort();
-    let _ = ends.tx.eof().await;
-    let _ = ends.tx.exit_status(0).await;
-    let _ = ends.tx.close().await;
 }
