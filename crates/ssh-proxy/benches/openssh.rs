@@ -365,12 +365,6 @@ fn close(clients: Vec<Child>) {
     }
 }
 
-fn raise_open_files_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
-    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
-}
-
 /// `target/release/k8shell-ssh-proxy`, beside this benchmark's binary.
 fn proxy_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -389,7 +383,8 @@ fn proxy_binary() -> PathBuf {
 }
 
 fn main() {
-    raise_open_files_limit();
+    // 500 clients hold a thousand pipes.
+    k8shell_ssh_proxy::raise_open_files_limit();
     let sessions: usize = std::env::var("K8SHELL_BENCH_SESSIONS")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -502,18 +497,6 @@ fn main() {
         let before_k = memory(&k8shell_pids);
         let before_s = memory(&descendants_named(sshd_root, "sshd"));
         let (k_after, s_after) = tokio::task::block_in_place(|| {
-            let k8shell = Target {
-                name: "k8shell",
-                client: &platform.client,
-                user: "bench".to_owned(),
-                home: String::new(),
-            };
-            let openssh = Target {
-                name: "sshd",
-                client: &sshd_client,
-                user: sshd_user.to_owned(),
-                home: String::new(),
-            };
             let clients = idle_sessions(&k8shell, sessions);
             let k_after = memory(&k8shell_pids);
             close(clients);

@@ -389,6 +389,12 @@ impl Stream<'_> {
         }
     }
 
+    /// Tells the user on stderr why the workspace's stream failed.
+    async fn tell(&self, status: &tonic::Status) {
+        let line = format!("k8shell: {}\r\n", workspace_error(self.attachment, status));
+        let _ = self.send(line.into_bytes(), true).await;
+    }
+
     async fn exec(
         &self,
         requests: mpsc::Receiver<kpb::ExecInput>,
@@ -461,9 +467,7 @@ impl Stream<'_> {
                 Ok(Some(_)) => {}
                 Ok(None) => break Outcome::Ended,
                 Err(status) => {
-                    let line =
-                        format!("k8shell: {}\r\n", workspace_error(self.attachment, &status));
-                    let _ = self.send(line.into_bytes(), true).await;
+                    self.tell(&status).await;
                     break Outcome::Ended;
                 }
             }
@@ -537,9 +541,7 @@ impl Stream<'_> {
                 }
                 Ok(None) => break,
                 Err(status) => {
-                    let line =
-                        format!("k8shell: {}\r\n", workspace_error(self.attachment, &status));
-                    let _ = self.send(line.into_bytes(), true).await;
+                    self.tell(&status).await;
                     failed = true;
                     break;
                 }

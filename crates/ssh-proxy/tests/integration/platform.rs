@@ -71,11 +71,6 @@ impl Drop for Platform {
     }
 }
 
-fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
 fn require_root() {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let uid = status
@@ -132,7 +127,7 @@ impl Platform {
         };
         let mut services = Vec::new();
 
-        let authz_addr = free_addr();
+        let authz_addr = SocketAddr::from(([127, 0, 0, 1], crate::support::free_port()));
         let authz = Shutdown::new();
         let authz_config = k8shell_authz::Config {
             database: DatabaseConfig::new(url.clone()),

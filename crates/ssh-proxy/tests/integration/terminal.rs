@@ -32,7 +32,8 @@ async fn a_terminal_session_is_interactive_and_recorded() {
     terminal.expect("30 100").await.unwrap();
 
     terminal.send("sleep 600; echo slept\r").unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The shell has read the line once it echoed it.
+    terminal.expect("sleep 600; echo slept\r\n").await.unwrap();
     terminal.send("\x03").unwrap();
     terminal.send("echo after-interrupt\r").unwrap();
     let shown = terminal.expect("after-interrupt\r\n").await.unwrap();
@@ -86,12 +87,7 @@ async fn a_terminal_session_is_interactive_and_recorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_administrator_ends_a_session_and_the_user_is_told() {
     let platform = Platform::with_alice().await;
-    let ssh = platform
-        .client
-        .ssh_with("alice", "alice", &["-tt"])
-        .unwrap();
-    let mut terminal = Terminal::spawn(ssh, 80, 24).unwrap();
-    terminal.expect("$ ").await.unwrap();
+    let mut terminal = shell(&platform).await;
 
     let live = platform.sessions_of("alice", Some(true)).await;
     let id = live[0].id.clone();
@@ -177,26 +173,8 @@ async fn a_device_login_confirmed_in_the_browser_lets_a_user_without_a_key_in() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_lets_sessions_finish_within_the_drain_time_then_ends_them() {
     let mut platform = Platform::with_alice().await;
-    let mut finishing = Terminal::spawn(
-        platform
-            .client
-            .ssh_with("alice", "alice", &["-tt"])
-            .unwrap(),
-        80,
-        24,
-    )
-    .unwrap();
-    finishing.expect("$ ").await.unwrap();
-    let mut lingering = Terminal::spawn(
-        platform
-            .client
-            .ssh_with("alice", "alice", &["-tt"])
-            .unwrap(),
-        80,
-        24,
-    )
-    .unwrap();
-    lingering.expect("$ ").await.unwrap();
+    let mut finishing = shell(&platform).await;
+    let mut lingering = shell(&platform).await;
 
     let stop = tokio::spawn(async move {
         platform.stop_proxy().await;
@@ -226,4 +204,15 @@ async fn a_shutdown_lets_sessions_finish_within_the_drain_time_then_ends_them() 
             .then_some(())
     })
     .await;
+}
+
+/// alice's shell on a terminal, at its prompt.
+async fn shell(platform: &Platform) -> Terminal {
+    let ssh = platform
+        .client
+        .ssh_with("alice", "alice", &["-tt"])
+        .unwrap();
+    let mut terminal = Terminal::spawn(ssh, 80, 24).unwrap();
+    terminal.expect("$ ").await.unwrap();
+    terminal
 }
