@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../blueprints");
+    // Read at run time: a build script compiled in another checkout sharing the target
+    // directory must still look at this one.
+    let root = Path::new(&std::env::var("CARGO_MANIFEST_DIR")?).join("../../blueprints");
     println!("cargo:rerun-if-changed={}", root.display());
     let mut files = Vec::new();
     collect(&root, &mut files)?;

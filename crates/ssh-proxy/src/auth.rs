@@ -52,7 +52,11 @@ impl Proxy {
         };
         let answer = tokio::time::timeout(
             IDENTITY_TIMEOUT,
-            self.backends.identity.clone().verify_public_key(request),
+            self.gateway
+                .backends
+                .identity
+                .clone()
+                .verify_public_key(request),
         )
         .await;
         let user = match answer {
@@ -87,7 +91,11 @@ impl Proxy {
         };
         match tokio::time::timeout(
             IDENTITY_TIMEOUT,
-            self.backends.identity.clone().begin_device_login(request),
+            self.gateway
+                .backends
+                .identity
+                .clone()
+                .begin_device_login(request),
         )
         .await
         {
@@ -120,7 +128,11 @@ impl Proxy {
             };
             let answer = tokio::time::timeout(
                 IDENTITY_TIMEOUT,
-                self.backends.identity.clone().poll_device_login(request),
+                self.gateway
+                    .backends
+                    .identity
+                    .clone()
+                    .poll_device_login(request),
             )
             .await
             .map_err(|_| Refusal("identity did not answer in time".to_owned()))?
@@ -182,7 +194,12 @@ impl Proxy {
             "method": method,
             "source_ip": peer.ip().to_canonical().to_string(),
         });
-        let verdict = self.backends.authz.check("authentication", &input).await;
+        let verdict = self
+            .gateway
+            .backends
+            .authz
+            .check("authentication", &input)
+            .await;
         if verdict.allow {
             Ok(())
         } else {
@@ -211,7 +228,7 @@ impl Proxy {
             method: method.to_owned(),
             reason: reason.to_owned(),
         });
-        if let Err(error) = self.backends.events.publish(&event).await {
+        if let Err(error) = self.gateway.backends.events.publish(&event).await {
             tracing::error!(%error, "could not keep an authentication failure event");
         }
     }

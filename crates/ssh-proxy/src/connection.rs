@@ -23,7 +23,7 @@ use crate::forward;
 use crate::inbound::Backlog;
 use crate::proxy::Proxy;
 use crate::session_channel::{self, Ends, env_allowed};
-use crate::workspace::{Attachment, ClientFacts, Stage};
+use k8shell_gateway::{Attachment, ClientFacts, Stage};
 
 /// What the tasks of an authenticated connection share.
 pub struct Shared {
@@ -459,6 +459,7 @@ impl Handler for Connection {
             return Err(russh::Error::NotAuthenticated);
         };
         let facts = ClientFacts {
+            kind: k8shell_session::SessionKind::Ssh,
             peer: self.peer,
             version: String::from_utf8_lossy(session.remote_sshid()).into_owned(),
         };
@@ -620,7 +621,11 @@ async fn enter(
     stage: watch::Sender<Stage>,
 ) {
     let proxy = Arc::clone(&shared.proxy);
-    let attachment = match proxy.attach(login, facts, &stage).await {
+    let attachment = match proxy
+        .gateway
+        .attach(login.user, &login.login.target, facts, &stage)
+        .await
+    {
         Ok(attachment) => attachment,
         Err(message) => {
             stage.send_replace(Stage::Refused(message.into()));
@@ -653,7 +658,7 @@ async fn enter(
                 return;
             }
             _ = touch.tick() => {
-                let _ = tokio::time::timeout(Duration::from_secs(5), attachment.touch_if_active(&proxy)).await;
+                let _ = tokio::time::timeout(Duration::from_secs(5), attachment.touch_if_active(&proxy.gateway)).await;
             }
         }
     }

@@ -14,7 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::connection::Shared;
 use crate::inbound::{self, Step};
-use crate::workspace::Stage;
+use k8shell_gateway::Stage;
 
 /// Where the client wants to go, as it asked.
 #[derive(Debug, Clone)]
@@ -38,6 +38,7 @@ pub async fn run(
     };
     let verdict = shared
         .proxy
+        .gateway
         .decide_ssh(&attachment.user, &attachment.workspace, "port_forwarding")
         .await;
     let mut event = json!({"host": target.host, "port": target.port,
@@ -49,7 +50,7 @@ pub async fn run(
             .reject(ChannelOpenFailure::AdministrativelyProhibited)
             .await;
     }
-    let Ok(bearer) = attachment.bearer(&shared.proxy).await else {
+    let Ok(bearer) = attachment.bearer(&shared.proxy.gateway).await else {
         return reply.reject(ChannelOpenFailure::ConnectFailed).await;
     };
     let (to_workspace, requests) = mpsc::channel(8);

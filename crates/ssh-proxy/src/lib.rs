@@ -2,14 +2,13 @@
 //!
 //! A connection is authenticated by identity (keys, or a device login confirmed in the browser)
 //! and authz ([`auth`]); its user name names a workspace ([`login`]), which authz must let the
-//! user enter and the provisioner starts ([`workspace`]); a session records it. Each channel is
+//! user enter and the provisioner starts (`k8shell_gateway`); a session records it. Each channel is
 //! one k8shelld stream: shells, commands and SFTP ([`session_channel`]), port forwards
 //! ([`forward`]), moved with bounded memory both ways ([`inbound`]).
 
 mod abortable;
 pub mod algorithms;
 mod auth;
-mod backends;
 mod config;
 mod connection;
 mod forward;
@@ -21,9 +20,7 @@ pub mod server;
 mod session_channel;
 mod sftp_log;
 mod signals;
-mod workspace;
 
-pub use backends::Backends;
 pub use config::{AuthConfig, ChannelsConfig, Config};
 pub use proxy::Proxy;
 
@@ -113,7 +110,8 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
             Err(error) => tracing::error!(%error, "could not read the session spool"),
         }
     });
-    let backends = Backends::new(
+    let start_timeout = config.start_timeout;
+    let backends = k8shell_gateway::Backends::new(
         mtls_channel(&config.identity_uri, &tls)?,
         mtls_channel(&config.authz_uri, &tls)?,
         mtls_channel(&config.provisioner_uri, &tls)?,
@@ -121,7 +119,13 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
         events,
         tls,
     );
-    let proxy = Arc::new(Proxy::new(config, backends));
+    let proxy = Arc::new(Proxy::new(
+        config,
+        k8shell_gateway::Gateway {
+            backends,
+            start_timeout,
+        },
+    ));
     let ssh_config = Arc::new(server::ssh_config(keys, &proxy));
     let listen = listener
         .local_addr()

@@ -2,7 +2,7 @@
 //! `web`) or `root+alice/web` (alice's workspace `web`, for administrators and users granted
 //! access).
 
-use std::fmt;
+pub use k8shell_gateway::Target;
 
 /// The parsed user name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,15 +10,6 @@ pub struct LoginName {
     /// Who logs in.
     pub user: String,
     pub target: Target,
-}
-
-/// Which workspace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// The user's default workspace.
-    Default,
-    /// A workspace by owner and name.
-    Named { owner: String, name: String },
 }
 
 /// Why a user name cannot be used.
@@ -51,15 +42,6 @@ impl LoginName {
             user: user.to_owned(),
             target,
         })
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Default => f.write_str("the default workspace"),
-            Self::Named { owner, name } => write!(f, "{owner}/{name}"),
-        }
     }
 }
 

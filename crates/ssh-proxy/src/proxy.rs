@@ -1,4 +1,4 @@
-//! What every connection shares: the configuration, the backends, and whether the proxy is
+//! What every connection shares: the configuration, the gateway into workspaces, and whether the proxy is
 //! shutting down.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use russh::{MethodKind, MethodSet};
 
 use crate::Config;
-use crate::backends::Backends;
+use k8shell_gateway::Gateway;
 
 /// The proxy.
 #[derive(Debug)]
 pub struct Proxy {
     pub config: Config,
-    pub backends: Backends,
+    pub gateway: Gateway,
     draining: AtomicBool,
 }
 
@@ -20,10 +20,10 @@ pub struct Proxy {
 const WINDOW_SIZE: u32 = 2 * 1024 * 1024;
 
 impl Proxy {
-    pub fn new(config: Config, backends: Backends) -> Self {
+    pub fn new(config: Config, gateway: Gateway) -> Self {
         Self {
             config,
-            backends,
+            gateway,
             draining: AtomicBool::new(false),
         }
     }

@@ -21,7 +21,7 @@ use crate::connection::Shared;
 use crate::inbound::{self, Step};
 use crate::sftp_log::SftpLog;
 use crate::signals;
-use crate::workspace::Attachment;
+use k8shell_gateway::Attachment;
 
 /// Messages to k8shelld queued per channel (each at most one SSH packet).
 const TO_WORKSPACE: usize = 8;
@@ -182,6 +182,7 @@ pub async fn run(channel: Channel<Msg>, shared: Arc<Shared>) {
         other => Some(
             shared
                 .proxy
+                .gateway
                 .decide_ssh(&attachment.user, &attachment.workspace, other.request())
                 .await,
         ),
@@ -202,7 +203,7 @@ pub async fn run(channel: Channel<Msg>, shared: Arc<Shared>) {
             return ends.fail(&format!("denied: {why}")).await;
         }
     }
-    let bearer = match attachment.bearer(&shared.proxy).await {
+    let bearer = match attachment.bearer(&shared.proxy.gateway).await {
         Ok(bearer) => bearer,
         Err(message) => return ends.fail(&message).await,
     };

@@ -31,9 +31,12 @@ async fn a_terminal_session_is_interactive_and_recorded() {
     terminal.send("stty size\r").unwrap();
     terminal.expect("30 100").await.unwrap();
 
-    terminal.send("sleep 600; echo slept\r").unwrap();
-    // The shell has read the line once it echoed it.
-    terminal.expect("sleep 600; echo slept\r\n").await.unwrap();
+    // Ctrl-C must reach the sleeping command, not the shell between reading the line and
+    // giving the terminal to the command: the child prints once it is in the foreground.
+    terminal
+        .send("sh -c 'echo sleeping-$((2+3)); exec sleep 600'; echo slept\r")
+        .unwrap();
+    terminal.expect("sleeping-5").await.unwrap();
     terminal.send("\x03").unwrap();
     terminal.send("echo after-interrupt\r").unwrap();
     let shown = terminal.expect("after-interrupt\r\n").await.unwrap();

@@ -1,6 +1,6 @@
-//! From a login to a workspace the user may enter: which workspace the user name means, authz's
-//! `ssh` decision, the session opened for it, the workspace started, a session token, and the
-//! channel to its k8shelld. Failures come back as the words the user reads on stderr.
+//! From a signed-in user to a workspace they may enter: which workspace is meant, authz's `ssh`
+//! decision, the session opened for it, the workspace started, a session token, and the channel
+//! to its k8shelld. Failures come back as the words the user reads (on stderr or the terminal).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -16,13 +16,40 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-use crate::auth::Authenticated;
-use crate::login::Target;
-use crate::proxy::Proxy;
+use crate::backends::Backends;
 
 /// Lifetime asked for each session token; a channel opened near its end gets a new one.
 const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 const TOKEN_RENEW_BEFORE: Duration = Duration::from_secs(120);
+
+/// Which workspace a user asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The user's default workspace: the one named `default`, or their only one.
+    Default,
+    /// A workspace by owner and name.
+    Named { owner: String, name: String },
+    /// A workspace by id (the REST API's terminal).
+    Id(Uuid),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Default => f.write_str("the default workspace"),
+            Self::Named { owner, name } => write!(f, "{owner}/{name}"),
+            Self::Id(id) => write!(f, "workspace {id}"),
+        }
+    }
+}
+
+/// Enters workspaces for users: the service clients and how long a start may take.
+#[derive(Debug)]
+pub struct Gateway {
+    pub backends: Backends,
+    /// How long a login waits for its workspace to start.
+    pub start_timeout: Duration,
+}
 
 /// The workspace a connection entered.
 #[derive(Debug, Clone)]
@@ -141,16 +168,16 @@ impl Attachment {
     }
 
     /// A valid session token for k8shelld, renewed shortly before it expires.
-    pub async fn bearer(&self, proxy: &Proxy) -> Result<String, String> {
+    pub async fn bearer(&self, gateway: &Gateway) -> Result<String, String> {
         let mut token = self.token.lock().await;
         if token.1 <= tokio::time::Instant::now() + TOKEN_RENEW_BEFORE {
-            *token = issue_token(proxy, &self.user, self.workspace.id, self.session_id).await?;
+            *token = issue_token(gateway, &self.user, self.workspace.id, self.session_id).await?;
         }
         Ok(token.0.clone())
     }
 
     /// Tells the provisioner about input since the last call (at most every `every`).
-    pub async fn touch_if_active(&self, proxy: &Proxy) {
+    pub async fn touch_if_active(&self, gateway: &Gateway) {
         let input = self.last_input.load(Ordering::Relaxed);
         if input <= self.last_touch.load(Ordering::Relaxed) {
             return;
@@ -162,7 +189,7 @@ impl Attachment {
             workspace: Some(by_id(self.workspace.id)),
             at: Some(k8shell_proto::types::v1::timestamp(at)),
         };
-        if let Err(status) = proxy.backends.provisioner.clone().touch(request).await {
+        if let Err(status) = gateway.backends.provisioner.clone().touch(request).await {
             tracing::warn!(workspace = %self.workspace.id, error = %status.message(), "touch failed");
         }
     }
@@ -177,20 +204,24 @@ fn by_id(id: Uuid) -> pb::Selector {
 /// The connection's facts the session records.
 #[derive(Debug, Clone)]
 pub struct ClientFacts {
+    /// SSH or the console.
+    pub kind: SessionKind,
     pub peer: SocketAddr,
+    /// The SSH client's version string, or the browser's User-Agent.
     pub version: String,
 }
 
-impl Proxy {
-    /// Takes an authenticated connection into its workspace, reporting progress on `stage`.
+impl Gateway {
+    /// Takes an authenticated user into the workspace `target` names, reporting progress on
+    /// `stage`.
     pub async fn attach(
         &self,
-        login: Authenticated,
+        user: idpb::User,
+        target: &Target,
         client: ClientFacts,
         stage: &watch::Sender<Stage>,
     ) -> Result<Arc<Attachment>, String> {
-        let user = login.user;
-        let workspace = self.find_workspace(&user, &login.login.target).await?;
+        let workspace = self.find_workspace(&user, target).await?;
         let info = WorkspaceInfo::from_message(&workspace)?;
         let verdict = self.decide_ssh(&user, &info, "shell").await;
         if !verdict.allow {
@@ -211,7 +242,7 @@ impl Proxy {
                 workspace_id: info.id,
                 workspace_owner: info.owner.clone(),
                 workspace_name: info.name.clone(),
-                kind: SessionKind::Ssh,
+                kind: client.kind,
                 client_addr: client.peer,
                 client_version: client.version,
                 admin_access,
@@ -271,6 +302,18 @@ impl Proxy {
     ) -> Result<pb::Workspace, String> {
         let mut provisioner = self.backends.provisioner.clone();
         match target {
+            Target::Id(id) => match provisioner
+                .get(pb::WorkspaceRequest {
+                    workspace: Some(by_id(*id)),
+                })
+                .await
+            {
+                Ok(workspace) => Ok(workspace.into_inner()),
+                Err(status) if status.code() == tonic::Code::NotFound => Err(format!(
+                    "you cannot enter workspace {id}: it does not exist or is not yours"
+                )),
+                Err(status) => Err(unavailable("the provisioner", &status)),
+            },
             Target::Named { owner, name } => {
                 let request = pb::WorkspaceRequest {
                     workspace: Some(pb::Selector {
@@ -385,7 +428,7 @@ impl Proxy {
                 workspace.display()
             )));
         }
-        let deadline = k8shell_common::clock::now() + self.config.start_timeout;
+        let deadline = k8shell_common::clock::now() + self.start_timeout;
         let request = pb::EnsureRunningRequest {
             workspace: Some(by_id(workspace.id)),
             requester: Some(pb::Requester {
@@ -394,7 +437,7 @@ impl Proxy {
             }),
             deadline: Some(k8shell_proto::types::v1::timestamp(deadline)),
         };
-        let wait = self.config.start_timeout + Duration::from_secs(5);
+        let wait = self.start_timeout + Duration::from_secs(5);
         match tokio::time::timeout(
             wait,
             self.backends.provisioner.clone().ensure_running(request),
@@ -406,7 +449,7 @@ impl Proxy {
                 tonic::Code::DeadlineExceeded => format!(
                     "workspace {} did not start within {}",
                     workspace.display(),
-                    humantime::format_duration(self.config.start_timeout)
+                    humantime::format_duration(self.start_timeout)
                 ),
                 tonic::Code::PermissionDenied
                 | tonic::Code::FailedPrecondition
@@ -426,7 +469,7 @@ impl Proxy {
 }
 
 async fn issue_token(
-    proxy: &Proxy,
+    gateway: &Gateway,
     user: &idpb::User,
     workspace: Uuid,
     session: Uuid,
@@ -439,7 +482,7 @@ async fn issue_token(
         session_id: Some(session.into()),
         ttl_seconds: TOKEN_TTL.as_secs(),
     };
-    let issued = proxy
+    let issued = gateway
         .backends
         .identity
         .clone()
