@@ -19,3 +19,15 @@ test_unknown_endpoint_denied if {
 	d := api.decision with input as {"v": 1, "user": {"username": "root", "groups": ["admins"]}, "endpoint": "nope"}
 	not d.allow
 }
+
+test_auditor_reads_decisions_but_manages_no_workspaces if {
+	api.decision.allow with input as {"v": 1, "user": {"username": "audrey", "groups": ["auditors"]}, "endpoint": "decisions.list"}
+	d := api.decision with input as {"v": 1, "user": {"username": "audrey", "groups": ["auditors"]}, "endpoint": "workspaces.manage_all"}
+	not d.allow
+}
+
+test_only_admins_create_users if {
+	api.decision.allow with input as {"v": 1, "user": {"username": "root", "groups": ["admins"]}, "endpoint": "users.create"}
+	d := api.decision with input as {"v": 1, "user": {"username": "alice", "groups": ["dev"]}, "endpoint": "users.create"}
+	not d.allow
+}

@@ -68,6 +68,11 @@ pub struct AuthzClient {
 impl AuthzClient {
     /// A client over `channel` (see `common::grpc::mtls_channel`) that keeps cacheable
     /// decisions for `cache_for`.
+    /// The gRPC client itself, for calls other than decisions (the decision log).
+    pub fn grpc(&self) -> GrpcClient<Channel> {
+        self.grpc.clone()
+    }
+
     pub fn new(channel: Channel, cache_for: Duration) -> Self {
         Self {
             grpc: GrpcClient::new(channel),

@@ -5,8 +5,11 @@ use std::sync::Arc;
 use k8shell_common::events::types::PolicyDecision;
 use k8shell_common::events::{Event, EventPublisher};
 use k8shell_proto::authz::v1::authz_server::Authz;
-use k8shell_proto::authz::v1::{CheckRequest, CheckResponse};
+use k8shell_proto::authz::v1::{
+    CheckRequest, CheckResponse, ListDecisionsRequest, ListDecisionsResponse,
+};
 use sqlx::PgPool;
+use sqlx::Row as _;
 use tonic::{Request, Response, Status};
 
 use crate::decide::{Decision, RequestError, decide};
@@ -92,4 +95,75 @@ impl Authz for AuthzService {
             cacheable: decision.cacheable,
         }))
     }
+
+    async fn list_decisions(
+        &self,
+        request: Request<ListDecisionsRequest>,
+    ) -> Result<Response<ListDecisionsResponse>, Status> {
+        let request = request.into_inner();
+        let limit = match request.limit {
+            0 => 100,
+            n => n.min(1000),
+        };
+        // Ids are UUIDv7: their order is the order of the decisions.
+        let before =
+            if request.cursor.is_empty() {
+                None
+            } else {
+                Some(uuid::Uuid::parse_str(&request.cursor).map_err(|_| {
+                    Status::invalid_argument("cursor is not one this service gave out")
+                })?)
+            };
+        let rows = sqlx::query(
+            "SELECT id, at, domain, input, allow, reasons, revision FROM decisions \
+             WHERE ($1::uuid IS NULL OR id < $1) AND ($2 = '' OR domain = $2) \
+             AND (NOT $3 OR NOT allow) AND ($4 = '' OR input->'user'->>'username' = $4) \
+             ORDER BY id DESC LIMIT $5",
+        )
+        .bind(before)
+        .bind(&request.domain)
+        .bind(request.denied_only)
+        .bind(&request.username)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot read the decision log");
+            Status::unavailable("the decision log cannot be read right now")
+        })?;
+        let mut decisions = Vec::with_capacity(rows.len());
+        for row in &rows {
+            decisions.push(decision_message(row).map_err(|e| {
+                tracing::error!(error = %e, "unreadable decision log row");
+                Status::internal("the decision log holds a row this version cannot read")
+            })?);
+        }
+        let next_cursor = if decisions.len() > limit as usize {
+            decisions.truncate(limit as usize);
+            decisions.last().map(|d| d.id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListDecisionsResponse {
+            decisions,
+            next_cursor,
+        }))
+    }
+}
+
+fn decision_message(
+    row: &sqlx::postgres::PgRow,
+) -> Result<k8shell_proto::authz::v1::Decision, sqlx::Error> {
+    let id: uuid::Uuid = row.try_get("id")?;
+    let at: time::OffsetDateTime = row.try_get("at")?;
+    let input: serde_json::Value = row.try_get("input")?;
+    Ok(k8shell_proto::authz::v1::Decision {
+        id: id.to_string(),
+        at: Some(k8shell_proto::types::v1::timestamp(at)),
+        domain: row.try_get("domain")?,
+        input_json: input.to_string(),
+        allow: row.try_get("allow")?,
+        reasons: row.try_get("reasons")?,
+        revision: row.try_get("revision")?,
+    })
 }

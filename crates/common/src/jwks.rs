@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::jwt::{JwtError, JwtVerifier, SessionClaims};
+use crate::jwt::{AccessClaims, JwtError, JwtVerifier, SessionClaims};
 
 /// A JWKS is re-read at most this often when tokens name unknown keys.
 const REFRESH_AT_MOST_EVERY: Duration = Duration::from_secs(1);
@@ -130,10 +130,20 @@ impl JwksCache {
         workspace: Uuid,
         now: i64,
     ) -> Result<SessionClaims, JwtError> {
-        let result = self
-            .verifier
-            .load()
-            .verify_session(token, audience, workspace, now);
+        self.verify_with(|verifier| verifier.verify_session(token, audience, workspace, now))
+    }
+
+    /// Verifies an access token of the REST API, refreshing the keys like
+    /// [`Self::verify_session`].
+    pub fn verify_access(&self, token: &str, now: i64) -> Result<AccessClaims, JwtError> {
+        self.verify_with(|verifier| verifier.verify_access(token, now))
+    }
+
+    fn verify_with<C>(
+        &self,
+        verify: impl Fn(&JwtVerifier) -> Result<C, JwtError>,
+    ) -> Result<C, JwtError> {
+        let result = verify(&self.verifier.load());
         let Err(JwtError::UnknownKey(_)) = &result else {
             return result;
         };
@@ -146,9 +156,7 @@ impl JwksCache {
                     Ok(verifier) => self.verifier.store(Arc::new(verifier)),
                     Err(error) => tracing::warn!(%error, "cannot reload the JWKS file"),
                 }
-                self.verifier
-                    .load()
-                    .verify_session(token, audience, workspace, now)
+                verify(&self.verifier.load())
             }
             None => {
                 self.wanted.notify_one();

@@ -195,6 +195,16 @@ impl Attachment {
     }
 }
 
+/// A request to k8shelld carrying the session token.
+pub fn with_bearer<T>(message: T, bearer: &str) -> Result<tonic::Request<T>, String> {
+    let mut request = tonic::Request::new(message);
+    let value = format!("Bearer {bearer}")
+        .parse()
+        .map_err(|_| "identity issued a session token that is not a header value".to_owned())?;
+    request.metadata_mut().insert("authorization", value);
+    Ok(request)
+}
+
 fn by_id(id: Uuid) -> pb::Selector {
     pb::Selector {
         by: Some(pb::selector::By::Id(id.into())),

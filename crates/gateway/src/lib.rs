@@ -6,5 +6,5 @@
 mod attach;
 mod backends;
 
-pub use attach::{Attachment, ClientFacts, Gateway, Stage, Target, WorkspaceInfo};
+pub use attach::{Attachment, ClientFacts, Gateway, Stage, Target, WorkspaceInfo, with_bearer};
 pub use backends::{Backends, EndpointError};

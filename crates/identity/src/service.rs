@@ -386,6 +386,47 @@ impl Identity for IdentityService {
         Ok(Response::new(token_message(token)))
     }
 
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        let tokens = self
+            .store
+            .tokens(&user_ref(request.into_inner().user)?)
+            .await?;
+        Ok(Response::new(pb::ListTokensResponse {
+            tokens: tokens.into_iter().map(token_message).collect(),
+        }))
+    }
+
+    async fn create_user(
+        &self,
+        request: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let request = request.into_inner();
+        // Keys are checked before the account exists, so that a bad key makes nothing.
+        let keys = request
+            .public_keys
+            .iter()
+            .map(|line| {
+                SshPublicKey::parse(line)
+                    .map_err(|e| Status::invalid_argument(format!("public key {line:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let user = self
+            .store
+            .create_user_with_keys(
+                &request.username,
+                &request.display_name,
+                &request.email,
+                &request.groups,
+                &keys,
+            )
+            .await?;
+        tracing::info!(user = %user.username, groups = ?user.groups, keys = keys.len(), "user created");
+        Ok(Response::new(user_message(user)))
+    }
+
     async fn verify_token(
         &self,
         request: Request<pb::VerifyTokenRequest>,

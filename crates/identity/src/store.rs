@@ -232,25 +232,57 @@ impl Store {
         email: &str,
         groups: &[String],
     ) -> Result<User, StoreError> {
+        self.create_user_with_keys(username, display_name, email, groups, &[])
+            .await
+    }
+
+    /// A new user and their keys, all or nothing: a name or key already taken creates nothing.
+    pub async fn create_user_with_keys(
+        &self,
+        username: &str,
+        display_name: &str,
+        email: &str,
+        groups: &[String],
+        keys: &[SshPublicKey],
+    ) -> Result<User, StoreError> {
         if !valid_username(username) {
             return Err(StoreError::InvalidUsername(username.to_owned()));
         }
-        let query = format!(
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO users (id, username, display_name, email, groups) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (username) DO NOTHING RETURNING {USER_COLUMNS}"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(query))
-            .bind(k8shell_common::ids::new_id())
-            .bind(username)
-            .bind(display_name)
-            .bind(email)
-            .bind(groups)
-            .fetch_optional(&self.pool)
+        )))
+        .bind(k8shell_common::ids::new_id())
+        .bind(username)
+        .bind(display_name)
+        .bind(email)
+        .bind(groups)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let user = match row {
+            Some(row) => user_from_row(&row)?,
+            None => return Err(StoreError::UsernameTaken(username.to_owned())),
+        };
+        for key in keys {
+            let fingerprint = key.fingerprint();
+            let added = sqlx::query(
+                "INSERT INTO ssh_keys (fingerprint, user_id, key_type, blob, comment) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (fingerprint) DO NOTHING",
+            )
+            .bind(&fingerprint)
+            .bind(user.id)
+            .bind(&key.key_type)
+            .bind(&key.blob)
+            .bind(&key.comment)
+            .execute(&mut *tx)
             .await?;
-        match row {
-            Some(row) => Ok(user_from_row(&row)?),
-            None => Err(StoreError::UsernameTaken(username.to_owned())),
+            if added.rows_affected() == 0 {
+                return Err(StoreError::KeyTaken(fingerprint));
+            }
         }
+        tx.commit().await?;
+        Ok(user)
     }
 
     /// The user, by id or name.
@@ -451,6 +483,21 @@ impl Store {
         .await?
         .ok_or(StoreError::NoSuchToken)?;
         token_from_row(&row).map_err(StoreError::from)
+    }
+
+    /// A user's tokens, newest first.
+    pub async fn tokens(&self, user: &UserRef) -> Result<Vec<StoredToken>, StoreError> {
+        let user = self.user(user).await?;
+        let rows = sqlx::query(
+            "SELECT id, user_id, name, prefix, created_at, expires_at, revoked_at FROM api_tokens \
+             WHERE user_id = $1 ORDER BY id DESC",
+        )
+        .bind(user.id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| token_from_row(r).map_err(StoreError::from))
+            .collect()
     }
 
     /// The active owner of a valid (unexpired, unrevoked) token with this hash; records its use.

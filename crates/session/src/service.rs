@@ -396,21 +396,18 @@ impl Sessions for SessionService {
         Ok(Response::new(pb::GetResponse {
             session: Some(session_message(session)),
             timeline: timeline.into_iter().map(timeline_message).collect(),
-            recordings: recordings
-                .into_iter()
-                .map(|r| pb::Recording {
-                    id: Some(r.id.into()),
-                    channel: u32::try_from(r.channel).unwrap_or(0),
-                    kind: r.kind,
-                    header_json: r.header,
-                    stored_bytes: u64::try_from(r.stored_bytes).unwrap_or(0),
-                    duration: r.duration,
-                    complete: r.complete,
-                    chunks: u32::try_from(r.chunks).unwrap_or(u32::MAX),
-                    compressed_bytes: u64::try_from(r.compressed_bytes).unwrap_or(0),
-                })
-                .collect(),
+            recordings: recordings.into_iter().map(recording_message).collect(),
         }))
+    }
+
+    async fn get_recording(
+        &self,
+        request: Request<pb::GetRecordingRequest>,
+    ) -> Result<Response<pb::Recording>, Status> {
+        let id = id_of(request.get_ref().id.as_ref(), "id")?;
+        Ok(Response::new(recording_message(
+            self.store.recording(id).await?,
+        )))
     }
 
     async fn terminate(
@@ -892,6 +889,21 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+fn recording_message(r: crate::store::RecordingRow) -> pb::Recording {
+    pb::Recording {
+        id: Some(r.id.into()),
+        channel: u32::try_from(r.channel).unwrap_or(0),
+        kind: r.kind,
+        header_json: r.header,
+        stored_bytes: u64::try_from(r.stored_bytes).unwrap_or(0),
+        duration: r.duration,
+        complete: r.complete,
+        chunks: u32::try_from(r.chunks).unwrap_or(u32::MAX),
+        compressed_bytes: u64::try_from(r.compressed_bytes).unwrap_or(0),
+        session_id: Some(r.session_id.into()),
     }
 }
 

@@ -330,15 +330,6 @@ impl Ends<'_> {
     }
 }
 
-fn bearer_request<T>(message: T, bearer: &str) -> Result<tonic::Request<T>, String> {
-    let mut request = tonic::Request::new(message);
-    let value = format!("Bearer {bearer}")
-        .parse()
-        .map_err(|_| "identity issued a session token that is not a header value".to_owned())?;
-    request.metadata_mut().insert("authorization", value);
-    Ok(request)
-}
-
 fn workspace_error(attachment: &Attachment, status: &tonic::Status) -> String {
     tracing::warn!(workspace = %attachment.workspace.display(), code = ?status.code(),
                    error = %status.message(), "k8shelld call failed");
@@ -422,7 +413,7 @@ impl Stream<'_> {
                         .ok()
                 })
         });
-        let request = match bearer_request(ReceiverStream::new(requests), bearer) {
+        let request = match k8shell_gateway::with_bearer(ReceiverStream::new(requests), bearer) {
             Ok(request) => request,
             Err(message) => return self.ends.fail(&message).await,
         };
@@ -514,7 +505,7 @@ impl Stream<'_> {
     }
 
     async fn sftp(&self, requests: mpsc::Receiver<kpb::SftpData>, bearer: &str) {
-        let request = match bearer_request(ReceiverStream::new(requests), bearer) {
+        let request = match k8shell_gateway::with_bearer(ReceiverStream::new(requests), bearer) {
             Ok(request) => request,
             Err(message) => return self.ends.fail(&message).await,
         };

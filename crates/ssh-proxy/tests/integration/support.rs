@@ -67,11 +67,4 @@ pub fn sha256(path: &std::path::Path) -> String {
         .to_owned()
 }
 
-/// A loopback port nobody listens on now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use k8shell_testplatform::free_port;

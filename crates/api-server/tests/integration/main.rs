@@ -1,0 +1,8 @@
+//! The api-server over real HTTP against the real services (in this process) and PostgreSQL.
+//! Needs root: workspaces run with runc.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod client;
+mod platform;
+mod rest;
+mod terminal;
