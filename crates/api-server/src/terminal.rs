@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
@@ -55,7 +56,7 @@ const PROTOCOL: &str = "k8shell.terminal.v1";
 const PING_EVERY: Duration = Duration::from_secs(30);
 
 #[utoipa::path(get, path = "/workspaces/{id}/terminal", tag = "workspaces",
-    params(("id" = String, Path, description = "Workspace id"), TerminalQuery),
+    params(("id" = uuid::Uuid, Path, description = "Workspace id"), TerminalQuery),
     responses((status = 101, description = "A WebSocket carrying the terminal (see the module's protocol)"),
               (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("cookie" = [])))]
@@ -66,9 +67,18 @@ pub async fn terminal(
     Path(id): Path<String>,
     Query(query): Query<TerminalQuery>,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let id = parse_id(&id, "workspace")?;
+    let upgrade = upgrade.map_err(|rejection| {
+        ApiError::new(
+            rejection.status(),
+            format!(
+                "the terminal is a WebSocket: connect with a WebSocket client ({})",
+                rejection.body_text()
+            ),
+        )
+    })?;
     // Browsers send cookies on cross-site WebSockets too: the page must be ours.
     if caller.credential == Credential::Cookie {
         let origin = headers.get(header::ORIGIN).map(|o| o.as_bytes());

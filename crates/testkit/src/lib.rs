@@ -12,6 +12,7 @@ mod oidc;
 mod openssh;
 mod postgres;
 mod process;
+mod python;
 mod registry;
 mod terminal;
 
@@ -21,6 +22,7 @@ pub use nats::Nats;
 pub use oidc::{Browser, NPM_PACKAGE, OidcProvider, npm_cache, query_param};
 pub use openssh::SshClient;
 pub use postgres::Postgres;
+pub use python::{python_env, python_tool, python_with};
 pub use registry::{Registry, buildah, buildah_storage_args};
 pub use terminal::Terminal;
 

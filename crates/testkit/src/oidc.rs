@@ -169,6 +169,26 @@ impl Browser {
         Err(failed("too many pages before the redirect".to_owned()))
     }
 
+    /// GETs `url` once (no redirects followed); returns the status and `Location`.
+    pub fn open(&mut self, url: &str) -> Result<(u16, Option<String>), TestkitError> {
+        let page = self.request("GET", url, None)?;
+        Ok((page.status, page.location.map(|l| absolute(url, &l))))
+    }
+
+    /// The value of a cookie this browser holds.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.cookies.get(name).cloned()
+    }
+
+    /// Every cookie, as a `Cookie` header's value.
+    pub fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     fn request(
         &mut self,
         method: &str,

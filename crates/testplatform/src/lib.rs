@@ -111,6 +111,12 @@ async fn http_get(addr: SocketAddr, path: &str) -> String {
 impl Services {
     /// Starts everything; `who` names the tests (in the root check and the log).
     pub async fn start(who: &str) -> Self {
+        Self::start_with(who, |_| {}).await
+    }
+
+    /// Starts everything; `adjust` may change identity's configuration first (an OpenID
+    /// provider, the device page).
+    pub async fn start_with(who: &str, adjust: impl FnOnce(&mut k8shell_identity::Config)) -> Self {
         require_root(who);
         install_crypto_provider();
         let _already = k8shell_common::telemetry::init(who, &Default::default());
@@ -159,7 +165,7 @@ impl Services {
             identity_grpc.local_addr().unwrap().port()
         );
         let jwks_addr = identity_http.local_addr().unwrap();
-        let identity_config = k8shell_identity::Config {
+        let mut identity_config = k8shell_identity::Config {
             authz_uri: None,
             oidc: None,
             database: DatabaseConfig::new(url.clone()),
@@ -187,6 +193,7 @@ impl Services {
             }),
             telemetry: Default::default(),
         };
+        adjust(&mut identity_config);
         let identity = Shutdown::new();
         let stop = identity.clone();
         tokio::spawn(async move {

@@ -117,6 +117,7 @@ impl From<idpb::PublicKey> for Key {
 pub struct NewKey {
     /// The authorized_keys line (`ssh-ed25519 AAAA… comment`), e.g. the content of
     /// `~/.ssh/id_ed25519.pub`.
+    #[schema(min_length = 1)]
     pub public_key: String,
 }
 
@@ -220,6 +221,7 @@ impl From<idpb::ApiToken> for Token {
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     /// What it is for ("CI deploys").
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// Lifetime in seconds (default and maximum: the server's limit, a year unless configured).
     pub ttl_seconds: Option<u64>,
@@ -262,6 +264,11 @@ pub async fn create_token(
     caller: Caller,
     Json(body): Json<NewToken>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
+    if body.name.trim().is_empty() || body.name.chars().count() > 200 {
+        return Err(ApiError::bad_request(
+            "give the token a name of 1 to 200 characters, to recognise it later",
+        ));
+    }
     let created = state
         .gateway
         .backends
@@ -287,7 +294,7 @@ pub async fn create_token(
 }
 
 #[utoipa::path(delete, path = "/tokens/{id}", tag = "account",
-    params(("id" = String, Path, description = "Token id")),
+    params(("id" = uuid::Uuid, Path, description = "Token id")),
     responses((status = 200, body = Token, description = "Revoked (revoking twice is fine)"),
               (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("cookie" = [])))]

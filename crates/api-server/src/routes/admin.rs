@@ -287,6 +287,8 @@ pub struct DecisionFilter {
     pub denied: bool,
     /// Only decisions about this user.
     pub user: Option<String>,
+    /// At most this many (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }

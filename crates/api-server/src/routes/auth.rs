@@ -64,8 +64,7 @@ pub async fn login(
         .begin_login(idpb::BeginLoginRequest {})
         .await
         .map_err(|s| match s.code() {
-            tonic::Code::FailedPrecondition | tonic::Code::Unimplemented => ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
+            tonic::Code::FailedPrecondition | tonic::Code::Unimplemented => ApiError::not_found(
                 "no OpenID provider is configured: sign in with `k8shell login --ssh` \
                  or ask an administrator to configure one",
             ),
@@ -113,19 +112,22 @@ pub async fn callback(
             query.error_description.unwrap_or_default()
         )));
     }
-    let (Some(provider_state), Some(code)) = (query.state, query.code) else {
-        return Err(ApiError::bad_request(
-            "the callback needs `state` and `code` from the OpenID provider; start at /api/v1/auth/login",
-        ));
-    };
+    // First whether this browser started the login: the provider's answer is worth nothing
+    // to anyone else.
     let cookies = state.cookies();
     let remembered = cookies::get(&headers, cookies.login_state_name()).unwrap_or_default();
     let (expected, return_to) = remembered.split_once('|').unwrap_or((remembered, "/"));
+    let provider_state = query.state.unwrap_or_default();
     if expected.is_empty() || !cookies::same_secret(expected, &provider_state) {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::forbidden(
             "this login was not started in this browser (or took too long): start again at /api/v1/auth/login",
         ));
     }
+    let Some(code) = query.code else {
+        return Err(ApiError::bad_request(
+            "the OpenID provider sent no `code`: start again at /api/v1/auth/login",
+        ));
+    };
     let completed = state
         .gateway
         .backends
@@ -418,6 +420,7 @@ pub async fn device_approve(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SshChallengeRequest {
+    #[schema(min_length = 1, max_length = 64)]
     pub username: String,
 }
 
@@ -549,20 +552,32 @@ pub async fn device_page(
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
         .take(16)
         .collect();
+    // The CLI's `login --browser` waits on a local port to hear that it is done.
+    let callback: String = query
+        .get("callback")
+        .filter(|p| p.parse::<u16>().is_ok())
+        .cloned()
+        .unwrap_or_default();
     let cookies = state.cookies();
     if cookies::get(&headers, cookies.session_name()).is_none() {
-        let back = format!("/device?code={code}");
+        let back = if callback.is_empty() {
+            format!("/device?code={code}")
+        } else {
+            format!("/device?code={code}&callback={callback}")
+        };
         let to = format!(
             "/api/v1/auth/login?return_to={}",
             k8shell_common::http::form_encode(&back)
         );
         return Redirect::to(&to).into_response();
     }
-    let page = DEVICE_PAGE.replace("{{code}}", &code);
+    let page = DEVICE_PAGE
+        .replace("{{code}}", &code)
+        .replace("{{callback}}", &callback);
     let mut response = Html(page).into_response();
     response.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'"),
+        HeaderValue::from_static("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self';"),
     );
     response
 }
@@ -578,6 +593,7 @@ Confirm only if it is the code your device shows.</p>
 <p><button id="yes">Confirm</button><button id="no">Refuse</button></p>
 <p id="result" role="status"></p>
 <script>
+const callback = '{{callback}}';
 const csrf = (document.cookie.split('; ').find(c => c.includes('k8shell-csrf=')) || '').split('=')[1] || '';
 async function answer(approve) {
   const r = await fetch('/api/v1/auth/device/approve', {method: 'POST',
@@ -587,6 +603,7 @@ async function answer(approve) {
   document.getElementById('result').textContent = r.ok
     ? (approve ? 'Confirmed: ' + body.client_name + ' is signed in. You can close this page.' : 'Refused.')
     : body.detail;
+  if (r.ok && approve && callback) location.href = 'http://127.0.0.1:' + callback + '/';
 }
 document.getElementById('yes').onclick = () => answer(true);
 document.getElementById('no').onclick = () => answer(false);

@@ -11,10 +11,15 @@ pub mod workspaces;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{delete, get, post};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::problem::ApiError;
 use crate::state::AppState;
 use crate::terminal;
 
@@ -72,6 +77,35 @@ impl Modify for Security {
     }
 }
 
+/// `/x/{id}` and `/x/{id}:verb` share one axum route (it cannot match a suffix after a
+/// parameter): each answers only its own methods, and a 405 names them in `Allow`.
+async fn split_actions(
+    axum::extract::State(plain): axum::extract::State<&'static str>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let action = request
+        .uri()
+        .path()
+        .rsplit('/')
+        .next()
+        .is_some_and(|segment| segment.contains(':'));
+    let allowed = if action { "POST" } else { plain };
+    let method = request.method().as_str();
+    if allowed.split(',').any(|m| m == method) {
+        return next.run(request).await;
+    }
+    let mut response = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed here; use {allowed}"),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allowed));
+    response
+}
+
 /// The OpenAPI document as served (and committed as `openapi.json`).
 pub fn openapi_json() -> String {
     let mut text = ApiDoc::openapi()
@@ -121,7 +155,8 @@ pub fn api(openapi: Arc<str>) -> Router<Arc<AppState>> {
             "/workspaces/{id}",
             get(workspaces::get)
                 .delete(workspaces::delete)
-                .post(workspaces::act_route),
+                .post(workspaces::act_route)
+                .layer(from_fn_with_state("GET,HEAD,DELETE", split_actions)),
         )
         .route("/workspaces/{id}/terminal", get(terminal::terminal))
         .route("/blueprints", get(blueprints::list))
@@ -130,13 +165,17 @@ pub fn api(openapi: Arc<str>) -> Router<Arc<AppState>> {
         .route("/sessions", get(sessions::list))
         .route(
             "/sessions/{id}",
-            get(sessions::get).post(sessions::terminate),
+            get(sessions::get)
+                .post(sessions::terminate)
+                .layer(from_fn_with_state("GET,HEAD", split_actions)),
         )
         .route("/recordings/{id}", get(sessions::recording))
         .route("/users", get(admin::list_users).post(admin::create_user))
         .route(
             "/users/{username}",
-            get(admin::get_user).post(admin::user_action),
+            get(admin::get_user)
+                .post(admin::user_action)
+                .layer(from_fn_with_state("GET,HEAD", split_actions)),
         )
         .route(
             "/users/{username}/keys",

@@ -88,13 +88,18 @@ pub struct SessionFilter {
     /// Whose sessions (default: yours; others' need `sessions.list_all`; `*` for everyone's).
     pub user: Option<String>,
     /// One workspace's.
+    #[param(value_type = Option<uuid::Uuid>)]
     pub workspace_id: Option<String>,
     /// Only live (`true`) or ended (`false`) ones.
     pub live: Option<bool>,
     /// Started at or after (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     pub since: Option<String>,
     /// Started before (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     pub until: Option<String>,
+    /// At most this many (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
@@ -246,7 +251,7 @@ async fn visible(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<spb::
 }
 
 #[utoipa::path(get, path = "/sessions/{id}", tag = "sessions",
-    params(("id" = String, Path, description = "Session id")),
+    params(("id" = uuid::Uuid, Path, description = "Session id")),
     responses((status = 200, body = SessionDetails),
               (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("cookie" = [])))]
@@ -294,7 +299,7 @@ pub struct Terminated {
 }
 
 #[utoipa::path(post, path = "/sessions/{id}:terminate", tag = "sessions",
-    params(("id" = String, Path, description = "Session id")),
+    params(("id" = uuid::Uuid, Path, description = "Session id")),
     request_body = Terminate,
     responses((status = 200, body = Terminated),
               (status = "4XX", body = Problem, content_type = "application/problem+json")),
@@ -358,7 +363,7 @@ pub struct RecordingQuery {
 }
 
 #[utoipa::path(get, path = "/recordings/{id}", tag = "sessions",
-    params(("id" = String, Path, description = "Recording id"), RecordingQuery),
+    params(("id" = uuid::Uuid, Path, description = "Recording id"), RecordingQuery),
     responses((status = 200, description = "The asciicast v2 file", content_type = "application/x-asciicast", body = String),
               (status = 206, description = "The asked byte range", content_type = "application/x-asciicast", body = String),
               (status = "4XX", body = Problem, content_type = "application/problem+json")),

@@ -117,6 +117,8 @@ pub struct ListFilter {
     /// Whose workspaces (default: yours). Someone else's needs `workspaces.manage_all`;
     /// `*` lists everyone's.
     pub owner: Option<String>,
+    /// At most this many (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
@@ -126,6 +128,11 @@ pub struct ListFilter {
 #[serde(deny_unknown_fields)]
 pub struct CreateWorkspace {
     /// A DNS label, unique among your workspaces (`default` is what `ssh you@host` enters).
+    #[schema(
+        min_length = 1,
+        max_length = 63,
+        pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+    )]
     pub name: String,
     /// The name of an example blueprint (see `GET /blueprints`).
     pub blueprint: Option<String>,
@@ -307,7 +314,7 @@ pub async fn create(
 }
 
 #[utoipa::path(get, path = "/workspaces/{id}", tag = "workspaces",
-    params(("id" = String, Path, description = "Workspace id")),
+    params(("id" = uuid::Uuid, Path, description = "Workspace id")),
     responses((status = 200, body = Workspace),
               (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("cookie" = [])))]
@@ -322,7 +329,7 @@ pub async fn get(
 }
 
 #[utoipa::path(delete, path = "/workspaces/{id}", tag = "workspaces",
-    params(("id" = String, Path, description = "Workspace id")),
+    params(("id" = uuid::Uuid, Path, description = "Workspace id")),
     responses((status = 202, body = Workspace, description = "Deletion under way: the workspace and its home go"),
               (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("cookie" = [])))]
@@ -352,7 +359,7 @@ pub async fn delete(
 }
 
 #[utoipa::path(post, path = "/workspaces/{id}:start", tag = "workspaces",
-    params(("id" = String, Path, description = "Workspace id")),
+    params(("id" = uuid::Uuid, Path, description = "Workspace id")),
     responses((status = 202, body = Workspace, description = "Asked to run; watch `/workspaces/events` for `running`"),
               (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("cookie" = [])))]
@@ -365,7 +372,7 @@ pub async fn start(
 }
 
 #[utoipa::path(post, path = "/workspaces/{id}:stop", tag = "workspaces",
-    params(("id" = String, Path, description = "Workspace id")),
+    params(("id" = uuid::Uuid, Path, description = "Workspace id")),
     responses((status = 202, body = Workspace, description = "Asked to stop; the home is kept"),
               (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("cookie" = [])))]
@@ -429,6 +436,7 @@ async fn act(
 #[into_params(parameter_in = Query)]
 pub struct EventsFilter {
     /// One workspace (default: all of yours).
+    #[param(value_type = Option<uuid::Uuid>)]
     pub id: Option<String>,
 }
 

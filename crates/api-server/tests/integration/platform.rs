@@ -17,7 +17,11 @@ use crate::client::{Answer, Api, send};
 pub struct Platform {
     pub services: Services,
     pub addr: SocketAddr,
+    /// The ssh-proxy, when started: its address and Ed25519 host key (the CLI's tests use it).
+    #[allow(dead_code)]
+    pub ssh: Option<(SocketAddr, String)>,
     api: Shutdown,
+    proxy: Option<Shutdown>,
 }
 
 impl std::ops::Deref for Platform {
@@ -31,15 +35,59 @@ impl std::ops::Deref for Platform {
 impl Drop for Platform {
     fn drop(&mut self) {
         self.api.trigger();
+        if let Some(proxy) = &self.proxy {
+            proxy.trigger();
+        }
     }
 }
 
 impl Platform {
     pub async fn start() -> Self {
-        let services = Services::start("api-server").await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, None, None).await
+    }
+
+    /// The api-server on `listener`; with `oidc`, identity signs people in through that
+    /// provider, which must accept `http://<listener>/api/v1/auth/callback`.
+    /// With `ssh`, the ssh-proxy serves there and the API's SSH commands point at it.
+    pub async fn start_on(
+        listener: tokio::net::TcpListener,
+        oidc: Option<&k8shell_testkit::OidcProvider>,
+        ssh: Option<tokio::net::TcpListener>,
+    ) -> Self {
         let addr = listener.local_addr().unwrap();
+        let services = Services::start_with("api-server", |identity| {
+            // The device page is the api-server's own.
+            identity.device_verification_uri = Some(format!("http://{addr}/device"));
+            if let Some(provider) = oidc {
+                let secret_file =
+                    std::env::temp_dir().join(format!("k8shell-oidc-secret-{}", addr.port()));
+                std::fs::write(&secret_file, &provider.client_secret).unwrap();
+                identity.oidc = Some(k8shell_identity::oidc::OidcConfig {
+                    issuer: provider.issuer.clone(),
+                    client_id: provider.client_id.clone(),
+                    client_secret_file: Some(k8shell_common::config::SecretFile(secret_file)),
+                    client_secret: None,
+                    redirect_uri: format!("http://{addr}/api/v1/auth/callback"),
+                    ca_file: None,
+                    scopes: ["openid", "email", "profile", "groups"]
+                        .map(str::to_owned)
+                        .to_vec(),
+                    groups_claim: "groups".to_owned(),
+                    allowed_email_domains: vec!["example.com".to_owned()],
+                    allowed_groups: Vec::new(),
+                });
+            }
+        })
+        .await;
         let dir = services.dir.path();
+        let (proxy, ssh_at) = match ssh {
+            Some(listener) => {
+                let (shutdown, at) = start_proxy(&services, listener);
+                (Some(shutdown), Some(at))
+            }
+            None => (None, None),
+        };
         let config = k8shell_api_server::Config {
             listen: addr,
             public_url: format!("http://{addr}"),
@@ -54,7 +102,11 @@ impl Platform {
             },
             outbox: OutboxConfig::new(dir.join("api-outbox")),
             spool_dir: dir.join("api-spool"),
-            ssh_address: Some("127.0.0.1:2222".to_owned()),
+            ssh_address: Some(
+                ssh_at
+                    .as_ref()
+                    .map_or_else(|| "127.0.0.1:2222".to_owned(), |(addr, _)| addr.to_string()),
+            ),
             blueprint_dir: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../blueprints")),
             cookies: Default::default(),
             rate_limit: Default::default(),
@@ -77,7 +129,9 @@ impl Platform {
         Self {
             services,
             addr,
+            ssh: ssh_at,
             api,
+            proxy,
         }
     }
 
@@ -140,4 +194,44 @@ impl Platform {
         self.add_user(name).await;
         self.sign_in(name).await
     }
+}
+
+/// The ssh-proxy in this process on `listener`; returns its stop switch, address and host key.
+fn start_proxy(
+    services: &Services,
+    listener: tokio::net::TcpListener,
+) -> (Shutdown, (SocketAddr, String)) {
+    let addr = listener.local_addr().unwrap();
+    let dir = services.dir.path();
+    let config = k8shell_ssh_proxy::Config {
+        listen: addr,
+        host_key_dir: dir.join("host-keys"),
+        tls: services.tls("ssh-proxy"),
+        identity_uri: services.identity_uri.clone(),
+        authz_uri: services.authz_uri.clone(),
+        session_uri: services.session_uri.clone(),
+        provisioner_uri: services.provisioner_uri.clone(),
+        nats: NatsConfig {
+            url: services.nats.url(),
+        },
+        outbox: OutboxConfig::new(dir.join("proxy-outbox")),
+        spool_dir: dir.join("proxy-spool"),
+        auth: Default::default(),
+        channels: Default::default(),
+        start_timeout: Duration::from_secs(120),
+        drain: Duration::from_secs(2),
+        record_input: false,
+        telemetry: Default::default(),
+    };
+    k8shell_ssh_proxy::host_keys::load_or_generate(&config.host_key_dir).unwrap();
+    let host_key =
+        std::fs::read_to_string(config.host_key_dir.join("ssh_host_ed25519_key.pub")).unwrap();
+    let shutdown = Shutdown::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        k8shell_ssh_proxy::serve(config, listener, stop)
+            .await
+            .unwrap()
+    });
+    (shutdown, (addr, host_key.trim().to_owned()))
 }

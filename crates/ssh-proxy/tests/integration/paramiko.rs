@@ -8,27 +8,7 @@ use crate::support::{noise_file, ok, run, sha256};
 
 /// The interpreter of scripts/setup's virtual environment, which has paramiko.
 fn python() -> std::path::PathBuf {
-    let env = std::env::var_os("K8SHELL_PYTHON_ENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(std::path::PathBuf::from)
-                .unwrap_or_else(|| {
-                    std::path::Path::new(&std::env::var_os("HOME").unwrap()).join(".cache")
-                });
-            cache.join("k8shell/python")
-        });
-    let python = env.join("bin/python");
-    let has_paramiko = Command::new(&python)
-        .args(["-c", "import paramiko"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        has_paramiko,
-        "paramiko is not installed in {}; run scripts/setup (it makes that virtual environment)",
-        env.display()
-    );
-    python
+    k8shell_testkit::python_with("paramiko").unwrap()
 }
 
 const SCRIPT: &str = r#"
