@@ -161,7 +161,9 @@ fn check_browser_request(state: &AppState, parts: &Parts) -> ApiResult<()> {
         return Ok(());
     }
     if let Some(origin) = parts.headers.get(header::ORIGIN)
-        && origin.as_bytes() != state.origin().as_bytes()
+        && origin
+            .to_str()
+            .map_or(true, |o| crate::state::origin_of(o) != state.origin())
     {
         return Err(ApiError::forbidden(
             "this request comes from another site; it is refused to protect your session",

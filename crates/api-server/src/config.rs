@@ -43,6 +43,10 @@ pub struct Config {
     /// default: the public URL's host, port 2222.
     #[serde(default)]
     pub ssh_address: Option<String>,
+    /// The program that evaluates posted blueprints in a child process with limits (default:
+    /// this `k8shell-api`); without one they are evaluated in-process, without limits.
+    #[serde(default = "crate::evaluate::default_evaluator")]
+    pub evaluator: Option<PathBuf>,
     /// Example blueprints offered to `POST /workspaces` by name (`*.ncl`); none when unset.
     #[serde(default)]
     pub blueprint_dir: Option<PathBuf>,

@@ -9,6 +9,7 @@
 pub mod caller;
 mod config;
 pub mod cookies;
+pub mod evaluate;
 mod extract;
 mod metrics;
 pub mod problem;
@@ -127,6 +128,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
         metrics: metrics::Metrics::new(),
         blueprints,
         stop: stop.clone(),
+        terminals: tokio_util::task::TaskTracker::new(),
         config,
     });
     let app = router(Arc::clone(&state));
@@ -148,7 +150,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
             source,
         })
     };
-    tokio::select! {
+    let result = tokio::select! {
         result = served => result,
         () = async {
             state.stop.cancelled().await;
@@ -157,7 +159,20 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
             tracing::warn!("connections still open after the drain time; closing them");
             Ok(())
         }
+    };
+    // Upgraded connections are not the HTTP server's: wait for the terminals to close their
+    // sessions (they heard the stop), within the drain time.
+    state.terminals.close();
+    if tokio::time::timeout(drain, state.terminals.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = state.terminals.len(),
+            "terminals still open after the drain time"
+        );
     }
+    result
 }
 
 /// Every route: `/api/v1`, the device confirmation page, health and metrics.
@@ -174,11 +189,21 @@ pub fn router(state: Arc<AppState>) -> Router {
                 "no such path: the API is under /api/v1 (see /api/v1/openapi.json)",
             )
         })
+        // A panic becomes a problem inside `observe`, so that it is logged and counted.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send>| {
+                use axum::response::IntoResponse as _;
+                problem::ApiError::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "the request failed inside k8shell; the server log has the details",
+                )
+                .into_response()
+            },
+        ))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             metrics::observe,
         ))
-        .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .with_state(state)
         .merge(metrics)
 }

@@ -84,9 +84,15 @@ pub async fn observe(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().to_string();
+    // Methods a client makes up must not each make a metric.
+    let method = match request.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS") => m.to_owned(),
+        _ => "other".to_owned(),
+    };
     let path = request.uri().path().to_owned();
-    let mut response = next.run(request).await;
+    // Everything logged while answering carries the request id.
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut response = tracing::Instrument::instrument(next.run(request), span).await;
     let status = response.status().as_u16();
     let took = started.elapsed();
     response.headers_mut().insert(REQUEST_ID, header);

@@ -27,7 +27,7 @@ impl RateLimiter {
 
     /// Takes one request from `ip`'s bucket; `Err(seconds)` says when the next is allowed.
     pub fn take(&self, ip: IpAddr) -> Result<(), u64> {
-        self.take_at(ip, Instant::now())
+        self.take_at(bucket_of(ip), Instant::now())
     }
 
     fn take_at(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
@@ -51,6 +51,17 @@ impl RateLimiter {
     }
 }
 
+/// IPv6 clients get a /64 each, so that one cannot take a fresh bucket per address.
+fn bucket_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+        v4 => v4,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -69,6 +80,10 @@ mod tests {
         assert_eq!(limiter.take_at(ip, start), Err(1));
         // Other addresses have their own bucket.
         assert_eq!(limiter.take_at(other, start), Ok(()));
+        // Addresses of one IPv6 /64 share a bucket.
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let b: IpAddr = "2001:db8::ffff:2".parse().unwrap();
+        assert_eq!(bucket_of(a), bucket_of(b));
         // One per second comes back.
         assert_eq!(limiter.take_at(ip, start + Duration::from_secs(1)), Ok(()));
         assert!(limiter.take_at(ip, start + Duration::from_secs(1)).is_err());

@@ -40,11 +40,12 @@ pub struct Challenges {
 impl Challenges {
     /// A new challenge for `username` at `origin` (the origin stops a signature made for
     /// another k8shell from being replayed here).
+    /// `None` when too many are outstanding (a flood must not push out others' challenges).
     pub fn issue(
         &self,
         origin: &str,
         username: &str,
-    ) -> Result<Challenge, ring::error::Unspecified> {
+    ) -> Result<Option<Challenge>, ring::error::Unspecified> {
         let id = random_text()?;
         let nonce = random_text()?;
         let expires_at = k8shell_common::clock::now() + CHALLENGE_TTL;
@@ -56,7 +57,7 @@ impl Challenges {
         let now = Instant::now();
         issued.retain(|_, c| c.expires > now);
         if issued.len() >= MAX_OUTSTANDING {
-            issued.clear();
+            return Ok(None);
         }
         issued.insert(
             id.clone(),
@@ -66,7 +67,7 @@ impl Challenges {
                 expires: now + CHALLENGE_TTL,
             },
         );
-        Ok(Challenge { id, message })
+        Ok(Some(Challenge { id, message }))
     }
 
     /// The message of challenge `id` if it was issued to `username` and has not expired; it
@@ -135,7 +136,10 @@ mod tests {
     #[test]
     fn a_challenge_is_answered_once_and_only_for_its_user() {
         let challenges = Challenges::default();
-        let challenge = challenges.issue("https://k8shell.test", "alice").unwrap();
+        let challenge = challenges
+            .issue("https://k8shell.test", "alice")
+            .unwrap()
+            .unwrap();
         assert!(
             challenge
                 .message
@@ -144,7 +148,10 @@ mod tests {
         assert_eq!(challenges.take(&challenge.id, "bob"), None);
         // The failed attempt used it up.
         assert_eq!(challenges.take(&challenge.id, "alice"), None);
-        let again = challenges.issue("https://k8shell.test", "alice").unwrap();
+        let again = challenges
+            .issue("https://k8shell.test", "alice")
+            .unwrap()
+            .unwrap();
         assert_eq!(
             challenges.take(&again.id, "alice"),
             Some(again.message.clone())

@@ -27,6 +27,8 @@ pub struct AppState {
     pub blueprints: Vec<crate::routes::blueprints::Example>,
     /// Cancelled when the server shuts down: terminals and event streams end.
     pub stop: CancellationToken,
+    /// The open browser terminals, waited for (within `drain`) on shutdown.
+    pub terminals: tokio_util::task::TaskTracker,
 }
 
 pub type State = axum::extract::State<Arc<AppState>>;
@@ -75,12 +77,23 @@ impl AppState {
     }
 }
 
-fn origin_of(url: &str) -> String {
+/// `scheme://host[:port]` as browsers send it: lower case, no default port.
+pub fn origin_of(url: &str) -> String {
     let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    match url[after_scheme..].find('/') {
-        Some(slash) => url[..after_scheme + slash].to_owned(),
-        None => url.to_owned(),
+    let origin = match url[after_scheme..].find('/') {
+        Some(slash) => &url[..after_scheme + slash],
+        None => url,
     }
+    .to_ascii_lowercase();
+    origin
+        .strip_suffix(":443")
+        .filter(|o| o.starts_with("https://"))
+        .or_else(|| {
+            origin
+                .strip_suffix(":80")
+                .filter(|o| o.starts_with("http://"))
+        })
+        .map_or_else(|| origin.clone(), str::to_owned)
 }
 
 #[cfg(test)]
@@ -94,6 +107,10 @@ mod tests {
         assert_eq!(
             super::origin_of("http://127.0.0.1:8080"),
             "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            super::origin_of("https://K8shell.Example.com:443/x"),
+            "https://k8shell.example.com"
         );
     }
 }

@@ -54,6 +54,8 @@ enum Control {
 const PROTOCOL: &str = "k8shell.terminal.v1";
 /// How long a browser may stay silent (pings unanswered) before the terminal is closed.
 const PING_EVERY: Duration = Duration::from_secs(30);
+/// How long one frame may take to go out before the browser counts as gone.
+const SEND_WITHIN: Duration = Duration::from_secs(30);
 
 #[utoipa::path(get, path = "/workspaces/{id}/terminal", tag = "workspaces",
     params(("id" = uuid::Uuid, Path, description = "Workspace id"), TerminalQuery),
@@ -81,8 +83,8 @@ pub async fn terminal(
     })?;
     // Browsers send cookies on cross-site WebSockets too: the page must be ours.
     if caller.credential == Credential::Cookie {
-        let origin = headers.get(header::ORIGIN).map(|o| o.as_bytes());
-        if origin != Some(state.origin().as_bytes()) {
+        let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+        if origin.map(crate::state::origin_of) != Some(state.origin()) {
             return Err(ApiError::forbidden(
                 "a terminal opened with the session cookie must come from the console's own pages",
             ));
@@ -105,17 +107,21 @@ pub async fn terminal(
         version: client,
     };
     let state = Arc::clone(&state);
+    // Tracked, so that a shutdown lets open terminals end their sessions properly.
+    let tracker = state.terminals.clone();
     Ok(upgrade
         .protocols([PROTOCOL])
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| async move {
-            Terminal {
-                state,
-                socket,
-                size,
-            }
-            .run(caller, id, facts)
-            .await;
+        .on_upgrade(move |socket| {
+            tracker.track_future(async move {
+                Terminal {
+                    state,
+                    socket,
+                    size,
+                }
+                .run(caller, id, facts)
+                .await;
+            })
         }))
 }
 
@@ -134,22 +140,26 @@ impl Terminal {
         attachment.close(&reason);
     }
 
+    /// Sends within [`SEND_WITHIN`]: a browser that stopped reading must not stop the loop
+    /// (the terminate notice, pings and shutdown are heard in it).
+    async fn send(&mut self, message: Message) -> bool {
+        matches!(
+            tokio::time::timeout(SEND_WITHIN, self.socket.send(message)).await,
+            Ok(Ok(()))
+        )
+    }
+
     async fn control(&mut self, value: serde_json::Value) -> bool {
-        self.socket
-            .send(Message::Text(value.to_string().into()))
-            .await
-            .is_ok()
+        self.send(Message::Text(value.to_string().into())).await
     }
 
     async fn close(&mut self, code: u16, reason: &str) {
         let reason: String = reason.chars().take(100).collect();
-        let _ = self
-            .socket
-            .send(Message::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            })))
-            .await;
+        self.send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })))
+        .await;
     }
 
     /// Into the workspace, telling the browser about a start while it lasts.
@@ -167,6 +177,11 @@ impl Terminal {
         let result = loop {
             tokio::select! {
                 result = &mut attach => break result,
+                () = state.stop.cancelled() => {
+                    self.control(json!({"type": "error", "message": "the server is restarting; reconnect in a moment"})).await;
+                    self.close(1001, "server restarting").await;
+                    return None;
+                }
                 Ok(()) = stages.changed() => {
                     let message = match &*stages.borrow_and_update() {
                         Stage::Preparing(what) if !what.is_empty() => Some(format!("{what}…")),
@@ -302,7 +317,7 @@ impl Terminal {
                                     let _ = r.output(&data);
                                 }
                                 // Awaiting the send is the backpressure towards k8shelld.
-                                if self.socket.send(Message::Binary(data.into())).await.is_err() {
+                                if !self.send(Message::Binary(data.into())).await {
                                     break "the browser went away".to_owned();
                                 }
                             }
@@ -342,7 +357,7 @@ impl Terminal {
                         break "the browser stopped answering".to_owned();
                     }
                     heard_since_ping = false;
-                    let _ = self.socket.send(Message::Ping(bytes::Bytes::new())).await;
+                    self.send(Message::Ping(bytes::Bytes::new())).await;
                 }
                 _ = touch.tick() => attachment.touch_if_active(gateway).await,
             }

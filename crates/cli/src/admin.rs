@@ -62,8 +62,8 @@ pub enum UsersCommand {
 pub async fn run(api: &Api, format: Format, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Users(UsersCommand::Ls) => {
-            let listed = api.get("/api/v1/users?limit=1000").await?;
-            let rows = listed["items"]
+            let listed = serde_json::Value::from(api.get_all("/api/v1/users?limit=1000").await?);
+            let rows = listed
                 .as_array()
                 .into_iter()
                 .flatten()
@@ -88,7 +88,7 @@ pub async fn run(api: &Api, format: Format, command: Command) -> anyhow::Result<
                 .collect();
             print(
                 format,
-                &listed["items"],
+                &listed,
                 &["USER", "STATE", "GROUPS", "EMAIL", "LAST LOGIN"],
                 rows,
             );

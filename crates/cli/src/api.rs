@@ -9,6 +9,10 @@ use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
+/// How long connecting may take, and then the answer's head.
+const CONNECT_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Where the API is and who calls it.
 #[derive(Debug, Clone)]
 pub struct Api {
@@ -74,6 +78,27 @@ impl Api {
         })
     }
 
+    /// Every item of a paged list (`{"items": [...], "next_cursor": "..."}`).
+    pub async fn get_all(&self, path: &str) -> anyhow::Result<Vec<Value>> {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page_path = match &cursor {
+                Some(cursor) => format!("{path}{separator}cursor={}", encode(cursor)),
+                None => path.to_owned(),
+            };
+            let page = self.get(&page_path).await?;
+            items.extend(page["items"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(next) if !next.is_empty() && cursor.as_deref() != Some(next) => {
+                    cursor = Some(next.to_owned());
+                }
+                _ => return Ok(items),
+            }
+        }
+    }
+
     /// A call whose answer is read as a stream (recordings).
     pub async fn stream(&self, path: &str) -> anyhow::Result<Incoming> {
         let response = self.send("GET", path, None, &[]).await?;
@@ -113,14 +138,27 @@ impl Api {
         } else {
             format!("{authority}:{}", if tls { 443 } else { 80 })
         };
-        let tcp = tokio::net::TcpStream::connect(&address)
-            .await
-            .map_err(|e| {
-                anyhow!(
-                    "cannot reach the k8shell API at {} ({e}): check K8SHELL_URL or `--url`",
-                    self.url
-                )
-            })?;
+        let loopback = matches!(host, "localhost" | "::1") || host.starts_with("127.");
+        if !tls && !loopback && std::env::var_os("K8SHELL_ALLOW_HTTP").is_none() {
+            bail!(
+                "{} is plain HTTP: sign-ins and tokens would cross the network readable by anyone on the way. Use https://, or set K8SHELL_ALLOW_HTTP=1 on a network you trust",
+                self.url
+            );
+        }
+        let connect =
+            tokio::time::timeout(CONNECT_WITHIN, tokio::net::TcpStream::connect(&address));
+        let tcp = match connect.await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => bail!(
+                "cannot reach the k8shell API at {} ({e}): check K8SHELL_URL or `--url`",
+                self.url
+            ),
+            Err(_) => bail!(
+                "the k8shell API at {} did not answer within {} s: check K8SHELL_URL or `--url`",
+                self.url,
+                CONNECT_WITHIN.as_secs()
+            ),
+        };
         let mut request = hyper::Request::builder()
             .method(method)
             .uri(path)
@@ -169,7 +207,15 @@ where
 {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
     tokio::spawn(connection);
-    Ok(sender.send_request(request).await?)
+    tokio::time::timeout(ANSWER_WITHIN, sender.send_request(request))
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "the k8shell API did not answer within {} s",
+                ANSWER_WITHIN.as_secs()
+            )
+        })?
+        .map_err(Into::into)
 }
 
 /// The system's roots, plus `K8SHELL_CA_FILE` when set.

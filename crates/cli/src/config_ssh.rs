@@ -34,13 +34,9 @@ pub async fn run(
     let block = if remove {
         String::new()
     } else {
-        let listed = api.get("/api/v1/workspaces?limit=1000").await?;
         block(
             &api.url,
-            listed["items"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default(),
+            &api.get_all("/api/v1/workspaces?limit=1000").await?,
         )?
     };
     let updated = replace_block(&current, &block)?;
@@ -82,6 +78,13 @@ fn block(url: &str, workspaces: &[Value]) -> anyhow::Result<String> {
     );
     for w in workspaces {
         let name = field(w, "name");
+        // Written into your SSH config: only what a workspace name can be.
+        let label = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+        if name.is_empty() || name.len() > 63 || !name.chars().all(label) {
+            return Err(anyhow!(
+                "the API gave a workspace the name {name:?}, which is not a DNS label; not writing it into your SSH config"
+            ));
+        }
         let (user, host, port) = parse_ssh_command(&field(w, "ssh_command"))
             .ok_or_else(|| anyhow!("the API gave workspace {name} no usable SSH command"))?;
         out.push_str(&format!(
@@ -94,7 +97,7 @@ fn block(url: &str, workspaces: &[Value]) -> anyhow::Result<String> {
 }
 
 /// `ssh [-p PORT] USER@HOST` → (USER, HOST, PORT).
-fn parse_ssh_command(command: &str) -> Option<(String, String, u16)> {
+pub fn parse_ssh_command(command: &str) -> Option<(String, String, u16)> {
     let words: Vec<&str> = command.split_whitespace().collect();
     let mut port = 22;
     let mut target = None;
@@ -143,6 +146,9 @@ fn replace_block(current: &str, block: &str) -> anyhow::Result<String> {
 
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
+    // A config that is a link (dotfile managers) is written where it points.
+    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let path = target.as_path();
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let temp = dir.join(format!(".k8shell-config.{}", std::process::id()));

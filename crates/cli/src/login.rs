@@ -27,7 +27,9 @@ pub async fn device(api: &Api, format: Format, open_browser: bool) -> anyhow::Re
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let interval = Duration::from_secs(begun["interval_seconds"].as_u64().unwrap_or(5).max(1));
+    let mut interval = Duration::from_secs(begun["interval_seconds"].as_u64().unwrap_or(5).max(1));
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_secs(begun["expires_in_seconds"].as_u64().unwrap_or(600));
     let device_code = begun["device_code"].as_str().unwrap_or_default().to_owned();
     let callback = if open_browser {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -45,6 +47,11 @@ pub async fn device(api: &Api, format: Format, open_browser: bool) -> anyhow::Re
     let spinner = Spinner::start(format, "waiting for the confirmation in the browser…");
     let result = loop {
         tokio::time::sleep(interval).await;
+        if tokio::time::Instant::now() >= deadline {
+            break Err(anyhow!(
+                "the code expired before it was confirmed: run `k8shell login` again"
+            ));
+        }
         let polled = api
             .json(
                 "POST",
@@ -59,6 +66,8 @@ pub async fn device(api: &Api, format: Format, open_browser: bool) -> anyhow::Re
                     .downcast_ref::<crate::api::ApiError>()
                     .is_some_and(|e| e.status == 429) =>
             {
+                // "slow down" (RFC 8628): ask less often from now on.
+                interval += Duration::from_secs(5);
                 continue;
             }
             Err(error) => break Err(error),
@@ -114,9 +123,9 @@ fn open(url: &str) -> std::io::Result<()> {
 pub async fn ssh(api: &Api, username: &str, key: Option<&Path>) -> anyhow::Result<Value> {
     let mut tried = Vec::new();
     for signer in signers(key).await? {
-        let challenge = api
-            .post("/api/v1/auth/ssh/challenge", json!({"username": username}))
-            .await?;
+        let challenge =
+            patiently(|| api.post("/api/v1/auth/ssh/challenge", json!({"username": username})))
+                .await?;
         let message = challenge["message"].as_str().unwrap_or_default();
         let signature = match signer.sign(message).await {
             Ok(signature) => signature,
@@ -125,8 +134,8 @@ pub async fn ssh(api: &Api, username: &str, key: Option<&Path>) -> anyhow::Resul
                 continue;
             }
         };
-        let answer = api
-            .json(
+        let answer = patiently(|| {
+            api.json(
                 "POST",
                 "/api/v1/auth/ssh",
                 Some(
@@ -134,7 +143,8 @@ pub async fn ssh(api: &Api, username: &str, key: Option<&Path>) -> anyhow::Resul
                             "signature": signature}),
                 ),
             )
-            .await;
+        })
+        .await;
         match answer {
             Ok(token) => return Ok(token),
             Err(error)
@@ -155,6 +165,29 @@ pub async fn ssh(api: &Api, username: &str, key: Option<&Path>) -> anyhow::Resul
             tried.join("\n  ")
         }
     )
+}
+
+/// Retries a call the server rate-limited (many agent keys to try), a few times.
+async fn patiently<F, Fut>(mut call: F) -> anyhow::Result<Value>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Value>>,
+{
+    let mut waits = 0;
+    loop {
+        match call().await {
+            Err(error)
+                if waits < 10
+                    && error
+                        .downcast_ref::<crate::api::ApiError>()
+                        .is_some_and(|e| e.status == 429) =>
+            {
+                waits += 1;
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// A way to sign a challenge.

@@ -52,8 +52,8 @@ enum Command {
         #[arg(long, conflicts_with = "ssh")]
         browser: bool,
         /// Sign the server's challenge with an SSH key: a key file, or ssh-agent's keys.
-        #[arg(long, value_name = "KEY", num_args = 0..=1, default_missing_value = "")]
-        ssh: Option<PathBuf>,
+        #[arg(long, value_name = "KEY", num_args = 0..=1)]
+        ssh: Option<Option<PathBuf>>,
         /// The user to sign in as with --ssh (default: $USER).
         #[arg(long)]
         user: Option<String>,
@@ -98,6 +98,8 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum BlueprintCommand {
+    /// The example blueprints the server offers to `ws create --blueprint NAME`.
+    Examples,
     /// Check blueprint files against the contract; exit status 1 if any is wrong.
     Check {
         #[arg(required = true, value_name = "FILE")]
@@ -168,7 +170,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let user = user
                         .or_else(|| std::env::var("USER").ok())
                         .context("give the user name with --user")?;
-                    let key = (!key.as_os_str().is_empty()).then_some(key);
                     login::ssh(&anonymous, &user, key.as_deref()).await?
                 }
                 None => login::device(&anonymous, format, browser).await?,
@@ -203,13 +204,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         command => {
             let token = match cli.token {
                 Some(token) => Some(token),
-                None => settings::token()?,
+                None => {
+                    // The saved login belongs to the server it was made with.
+                    if let Some(saved_url) = &saved.url
+                        && saved_url.trim_end_matches('/') != url.trim_end_matches('/')
+                    {
+                        return Err(anyhow!(
+                            "your saved login is for {saved_url}, not {url}: run `k8shell login --url {url}` (or set K8SHELL_TOKEN)"
+                        ));
+                    }
+                    settings::token()?
+                }
             };
             let token = token.ok_or_else(|| {
                 anyhow!("you are not signed in: run `k8shell login` (or set K8SHELL_TOKEN)")
             })?;
             let api = api::Api::new(&url, Some(token));
             match command {
+                Command::Blueprint(BlueprintCommand::Examples) => {
+                    let examples = api.get("/api/v1/blueprints").await?;
+                    let rows = examples
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|e| vec![output::field(e, "name"), output::field(e, "description")])
+                        .collect();
+                    output::print(format, &examples, &["NAME", "DESCRIPTION"], rows);
+                }
                 Command::Whoami => {
                     let me = api.get("/api/v1/me").await?;
                     let user = &me["user"];

@@ -63,8 +63,7 @@ pub async fn run(api: &Api, format: Format, command: Command) -> anyhow::Result<
             } else {
                 "/api/v1/workspaces?limit=1000"
             };
-            let listed = api.get(path).await?;
-            let items = listed["items"].as_array().cloned().unwrap_or_default();
+            let items = api.get_all(path).await?;
             let rows = items
                 .iter()
                 .map(|w| {
@@ -85,7 +84,7 @@ pub async fn run(api: &Api, format: Format, command: Command) -> anyhow::Result<
             }
             print(
                 format,
-                &listed["items"],
+                &Value::from(items.clone()),
                 &["NAME", "OWNER", "STATE", "BLUEPRINT", "ACTIVE", "SSH"],
                 rows,
             );
@@ -172,11 +171,13 @@ pub async fn run(api: &Api, format: Format, command: Command) -> anyhow::Result<
         Command::Ssh { name, args } => {
             let workspace = find(api, &name).await?;
             let command = field(&workspace, "ssh_command");
-            let mut words = command
-                .split_whitespace()
-                .skip(1)
-                .map(str::to_owned)
-                .collect::<Vec<_>>();
+            // Only a port and a destination are taken from the server's answer, never options.
+            let (login, host, port) = crate::config_ssh::parse_ssh_command(&command)
+                .ok_or_else(|| anyhow!("the API gave {name} no usable SSH command: {command:?}"))?;
+            if login.starts_with('-') || host.starts_with('-') {
+                bail!("the API gave {name} a suspicious SSH destination: {command:?}");
+            }
+            let mut words = vec!["-p".to_owned(), port.to_string(), format!("{login}@{host}")];
             words.extend(args);
             let error = exec_ssh(&words);
             bail!("cannot run ssh: {error}; install OpenSSH's client");
@@ -208,8 +209,7 @@ pub async fn find(api: &Api, name: &str) -> anyhow::Result<Value> {
             .get(&format!("/api/v1/workspaces/{}", encode(name)))
             .await;
     }
-    let listed = api.get("/api/v1/workspaces?limit=1000").await?;
-    let items = listed["items"].as_array().cloned().unwrap_or_default();
+    let items = api.get_all("/api/v1/workspaces?limit=1000").await?;
     items
         .iter()
         .find(|w| w["name"] == name)

@@ -235,7 +235,7 @@ impl Gateway {
         let info = WorkspaceInfo::from_message(&workspace)?;
         let verdict = self.decide_ssh(&user, &info, "shell").await;
         if !verdict.allow {
-            return Err(refused_entry(&user, &info, &verdict));
+            return Err(refused_entry(&user, &info, target, &verdict));
         }
         let admin_access = verdict.document["admin_access"] == json!(true);
         let user_id = user
@@ -509,11 +509,19 @@ async fn issue_token(
     Ok((issued.token, tokio::time::Instant::now() + lifetime))
 }
 
-fn refused_entry(user: &idpb::User, workspace: &WorkspaceInfo, verdict: &Verdict) -> String {
+fn refused_entry(
+    user: &idpb::User,
+    workspace: &WorkspaceInfo,
+    target: &Target,
+    verdict: &Verdict,
+) -> String {
     tracing::info!(user = %user.username, workspace = %workspace.display(),
                    decision = %verdict.decision_id, reasons = ?verdict.reasons, "ssh entry denied");
     if workspace.owner == user.username {
         format!("access denied: {}", verdict.reasons.join("; "))
+    } else if let Target::Id(id) = target {
+        // Named by id: the refusal must not tell whose it is or what it is called.
+        format!("you cannot enter workspace {id}: it does not exist or is not yours")
     } else {
         format!(
             "you cannot enter {}: it does not exist or is not yours",

@@ -121,6 +121,16 @@ pub struct NewKey {
     pub public_key: String,
 }
 
+/// A leaked API token must not be able to make itself a lasting way in.
+fn refuse_api_token(caller: &Caller, what: &str) -> ApiResult<()> {
+    if caller.credential == Credential::ApiToken {
+        return Err(ApiError::forbidden(format!(
+            "an API token cannot {what}: sign in with `k8shell login` (or the console) to do it"
+        )));
+    }
+    Ok(())
+}
+
 #[utoipa::path(get, path = "/keys", tag = "account",
     responses((status = 200, body = Vec<Key>),
               (status = "4XX", body = Problem, content_type = "application/problem+json")),
@@ -150,6 +160,7 @@ pub async fn add_key(
     caller: Caller,
     Json(body): Json<NewKey>,
 ) -> ApiResult<(StatusCode, Json<Key>)> {
+    refuse_api_token(&caller, "add SSH keys")?;
     let key = state
         .gateway
         .backends
@@ -264,6 +275,7 @@ pub async fn create_token(
     caller: Caller,
     Json(body): Json<NewToken>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
+    refuse_api_token(&caller, "make API tokens")?;
     if body.name.trim().is_empty() || body.name.chars().count() > 200 {
         return Err(ApiError::bad_request(
             "give the token a name of 1 to 200 characters, to recognise it later",

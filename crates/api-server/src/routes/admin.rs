@@ -237,7 +237,8 @@ pub async fn add_user_key(
     Path(username): Path<String>,
     Json(body): Json<NewKey>,
 ) -> ApiResult<(StatusCode, Json<Key>)> {
-    caller.require(&state, "users.create").await?;
+    // A key is a way in as that user: its own right, not part of making accounts.
+    caller.require(&state, "users.add_key").await?;
     let key = state
         .gateway
         .backends

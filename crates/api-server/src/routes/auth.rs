@@ -41,7 +41,15 @@ pub struct LoginQuery {
 /// Only our own paths: an open redirect would let others dress up their pages as ours.
 fn local_path(path: Option<&str>) -> String {
     match path {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_owned(),
+        // Printable ASCII only: browsers drop tabs and newlines, so `/\t/evil.example` would
+        // become `//evil.example`, another site.
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && p.chars().all(|c| c.is_ascii_graphic() && c != '\\') =>
+        {
+            p.to_owned()
+        }
         _ => "/".to_owned(),
     }
 }
@@ -388,9 +396,12 @@ pub struct DeviceApproved {
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn device_approve(
     state: State,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     caller: Caller,
     Json(body): Json<DeviceApproval>,
 ) -> ApiResult<Json<DeviceApproved>> {
+    // Codes are short: guessing them costs time.
+    limit(&state, peer)?;
     let approved = state
         .gateway
         .backends
@@ -449,7 +460,8 @@ pub async fn ssh_challenge(
     let challenge = state
         .challenges
         .issue(&state.origin(), &body.username)
-        .map_err(|_| ApiError::unavailable("no randomness available"))?;
+        .map_err(|_| ApiError::unavailable("no randomness available"))?
+        .ok_or_else(|| ApiError::too_many(60))?;
     Ok(Json(SshChallenge {
         challenge_id: challenge.id,
         message: challenge.message,
@@ -577,8 +589,11 @@ pub async fn device_page(
     let mut response = Html(page).into_response();
     response.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self';"),
+        HeaderValue::from_static("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'"),
     );
+    response
+        .headers_mut()
+        .insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response
 }
 
@@ -619,6 +634,13 @@ mod tests {
         assert_eq!(local_path(Some("/device?code=AB")), "/device?code=AB");
         assert_eq!(local_path(Some("//evil.example")), "/");
         assert_eq!(local_path(Some("https://evil.example")), "/");
+        assert_eq!(local_path(Some("/\t/evil.example")), "/");
+        assert_eq!(
+            local_path(Some(&percent_decode("%2F%09%2Fevil.example"))),
+            "/"
+        );
+        assert_eq!(local_path(Some("/a\nb")), "/");
+        assert_eq!(local_path(Some("/\\evil.example")), "/");
         assert_eq!(local_path(None), "/");
     }
 

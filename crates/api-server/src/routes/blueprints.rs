@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::caller::Caller;
+use crate::evaluate;
 use crate::extract::{Json, Path};
 use crate::problem::{ApiError, ApiResult, Problem};
 use crate::state::State;
@@ -111,26 +112,51 @@ pub struct Validation {
     responses((status = 200, body = Validation, description = "Checked: `valid` says how it went"),
               (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("cookie" = [])))]
-pub async fn validate(_caller: Caller, Json(body): Json<Validate>) -> ApiResult<Json<Validation>> {
+pub async fn validate(
+    state: State,
+    _caller: Caller,
+    Json(body): Json<Validate>,
+) -> ApiResult<Json<Validation>> {
     if body.source.len() > 256 * 1024 {
         return Err(ApiError::bad_request("a blueprint may be at most 256 KiB"));
     }
     let file = body.file.unwrap_or_else(|| "blueprint.ncl".to_owned());
     let shown = file.clone();
-    // Evaluation is CPU work: off the request threads.
-    let compiled =
-        tokio::task::spawn_blocking(move || k8shell_blueprint::compile_source(&body.source, &file))
+    let outcome = match &state.config.evaluator {
+        // In a child process with CPU and memory limits.
+        Some(evaluator) => evaluate::evaluate(evaluator, &body.source, &file)
             .await
-            .map_err(|_| ApiError::unavailable("the blueprint check stopped unexpectedly"))?;
-    Ok(Json(match compiled {
-        Ok(compiled) => Validation {
+            .map_err(|error| match error {
+                evaluate::EvaluateError::Limits => ApiError::bad_request(error.to_string()),
+                evaluate::EvaluateError::Spawn(_) => {
+                    tracing::error!(%error, "blueprint evaluator");
+                    ApiError::unavailable("blueprints cannot be checked right now")
+                }
+            })?,
+        // No evaluator binary (the server runs inside another program): off the request
+        // threads, without limits.
+        None => tokio::task::spawn_blocking(move || {
+            match k8shell_blueprint::compile_source(&body.source, &file) {
+                Ok(compiled) => evaluate::Outcome::Compiled {
+                    spec: serde_json::from_str(&compiled.canonical_json).unwrap_or_default(),
+                    image_tag: compiled.image_tag(),
+                },
+                Err(error) => evaluate::Outcome::Invalid {
+                    message: error.to_string(),
+                },
+            }
+        })
+        .await
+        .map_err(|_| ApiError::unavailable("the blueprint check stopped unexpectedly"))?,
+    };
+    Ok(Json(match outcome {
+        evaluate::Outcome::Compiled { spec, image_tag } => Validation {
             valid: true,
-            image_tag: Some(compiled.image_tag()),
-            spec: serde_json::from_str(&compiled.canonical_json).ok(),
+            image_tag: Some(image_tag),
+            spec: Some(spec),
             errors: Vec::new(),
         },
-        Err(error) => {
-            let message = error.to_string();
+        evaluate::Outcome::Invalid { message } => {
             let (line, column) = position(&message, &shown);
             Validation {
                 valid: false,

@@ -393,9 +393,13 @@ pub async fn recording(
         .as_ref()
         .and_then(|i| Uuid::try_from(i).ok())
         .ok_or_else(not_found)?;
-    let got = visible(&state, &caller, session_id)
-        .await
-        .map_err(|_| not_found())?;
+    let got = visible(&state, &caller, session_id).await.map_err(|e| {
+        if e.status == StatusCode::NOT_FOUND {
+            not_found()
+        } else {
+            e
+        }
+    })?;
     let own = got
         .session
         .as_ref()
@@ -410,7 +414,7 @@ pub async fn recording(
             "`from` must be a number of seconds, 0 or more",
         ));
     }
-    let range = parse_range(&headers)?;
+    let range = parse_range(&headers);
     if range.is_some() && from > 0.0 {
         return Err(ApiError::bad_request(
             "use either `from` or a Range header, not both",
@@ -435,12 +439,9 @@ pub async fn recording(
             }
             response
         }
-        Some((start, end)) => {
+        Some(range) => {
             let size = meta.stored_bytes;
-            let end = end
-                .unwrap_or(size.saturating_sub(1))
-                .min(size.saturating_sub(1));
-            if start >= size || start > end {
+            let Some((start, end)) = range.within(size) else {
                 let mut response = ApiError::new(
                     StatusCode::RANGE_NOT_SATISFIABLE,
                     format!("the recording has {size} bytes; ask for a range within them"),
@@ -452,7 +453,7 @@ pub async fn recording(
                         .unwrap_or(HeaderValue::from_static("*")),
                 );
                 return Ok(response);
-            }
+            };
             let body = slice(stream, start, end + 1);
             let mut response = Response::new(Body::from_stream(body));
             *response.status_mut() = StatusCode::PARTIAL_CONTENT;
@@ -476,30 +477,49 @@ pub async fn recording(
     Ok(response)
 }
 
-/// `Range: bytes=START-[END]` (one range; others are answered whole, as RFC 9110 allows).
-fn parse_range(headers: &HeaderMap) -> ApiResult<Option<(u64, Option<u64>)>> {
-    let Some(value) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
-        return Ok(None);
-    };
-    let Some(spec) = value.strip_prefix("bytes=") else {
-        return Ok(None);
-    };
-    if spec.contains(',') {
-        return Ok(None);
+/// One byte range of a `Range` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ByteRange {
+    /// `bytes=START-` or `bytes=START-END`.
+    Span(u64, Option<u64>),
+    /// `bytes=-N`: the last N bytes.
+    Last(u64),
+}
+
+impl ByteRange {
+    /// The first and last byte of it in a file of `size` bytes; `None` when none are in it.
+    fn within(self, size: u64) -> Option<(u64, u64)> {
+        let last = size.checked_sub(1)?;
+        let (start, end) = match self {
+            Self::Span(start, end) => (start, end.unwrap_or(last).min(last)),
+            Self::Last(0) => return None,
+            Self::Last(n) => (size.saturating_sub(n), last),
+        };
+        (start <= end).then_some((start, end))
     }
-    let bad = || {
-        ApiError::new(
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            format!("cannot read the range {value:?}: use bytes=START-END"),
-        )
-    };
-    let (start, end) = spec.split_once('-').ok_or_else(bad)?;
-    let start: u64 = start.trim().parse().map_err(|_| bad())?;
-    let end = match end.trim() {
-        "" => None,
-        end => Some(end.parse().map_err(|_| bad())?),
-    };
-    Ok(Some((start, end)))
+}
+
+/// `Range: bytes=…` with one range. Several ranges, other units or a header that cannot be read
+/// are answered with the whole file, as RFC 9110 allows.
+fn parse_range(headers: &HeaderMap) -> Option<ByteRange> {
+    let spec = headers
+        .get(header::RANGE)?
+        .to_str()
+        .ok()?
+        .strip_prefix("bytes=")?
+        .trim();
+    if spec.contains(',') {
+        return None;
+    }
+    let (start, end) = spec.split_once('-')?;
+    match (start.trim(), end.trim()) {
+        ("", last) => last.parse().ok().map(ByteRange::Last),
+        (start, "") => start.parse().ok().map(|s| ByteRange::Span(s, None)),
+        (start, end) => {
+            let (start, end) = (start.parse().ok()?, end.parse().ok()?);
+            (start <= end).then_some(ByteRange::Span(start, Some(end)))
+        }
+    }
 }
 
 /// The bytes `[start, end)` of a stream of recording parts.
@@ -535,12 +555,28 @@ mod tests {
     #[test]
     fn ranges_are_read_from_the_header() {
         let mut headers = HeaderMap::new();
-        assert_eq!(parse_range(&headers).unwrap(), None);
-        headers.insert(header::RANGE, HeaderValue::from_static("bytes=10-19"));
-        assert_eq!(parse_range(&headers).unwrap(), Some((10, Some(19))));
-        headers.insert(header::RANGE, HeaderValue::from_static("bytes=10-"));
-        assert_eq!(parse_range(&headers).unwrap(), Some((10, None)));
-        headers.insert(header::RANGE, HeaderValue::from_static("bytes=x-"));
-        assert!(parse_range(&headers).is_err());
+        assert_eq!(parse_range(&headers), None);
+        let mut with = |value: &'static str| {
+            headers.insert(header::RANGE, HeaderValue::from_static(value));
+            parse_range(&headers)
+        };
+        assert_eq!(with("bytes=10-19"), Some(ByteRange::Span(10, Some(19))));
+        assert_eq!(with("bytes=10-"), Some(ByteRange::Span(10, None)));
+        assert_eq!(with("bytes=-500"), Some(ByteRange::Last(500)));
+        // Unreadable or several ranges: the whole file.
+        assert_eq!(with("bytes=x-"), None);
+        assert_eq!(with("bytes=0-1,5-6"), None);
+        assert_eq!(with("items=0-1"), None);
+    }
+
+    #[test]
+    fn ranges_are_cut_to_the_file() {
+        assert_eq!(ByteRange::Span(10, Some(19)).within(100), Some((10, 19)));
+        assert_eq!(ByteRange::Span(90, None).within(100), Some((90, 99)));
+        assert_eq!(ByteRange::Span(90, Some(500)).within(100), Some((90, 99)));
+        assert_eq!(ByteRange::Last(500).within(100), Some((0, 99)));
+        assert_eq!(ByteRange::Last(10).within(100), Some((90, 99)));
+        assert_eq!(ByteRange::Span(100, None).within(100), None);
+        assert_eq!(ByteRange::Last(5).within(0), None);
     }
 }

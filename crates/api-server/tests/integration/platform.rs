@@ -107,6 +107,8 @@ impl Platform {
                     .as_ref()
                     .map_or_else(|| "127.0.0.1:2222".to_owned(), |(addr, _)| addr.to_string()),
             ),
+            // The real evaluator where this package's binary exists (the CLI's tests have none).
+            evaluator: option_env!("CARGO_BIN_EXE_k8shell-api").map(std::path::PathBuf::from),
             blueprint_dir: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../blueprints")),
             cookies: Default::default(),
             rate_limit: Default::default(),

@@ -107,6 +107,16 @@ async fn users_sign_in_with_ssh_keys_and_manage_their_own_things_only() {
     let via_token = token.get("/api/v1/me").await.json();
     assert_eq!(via_token["user"]["username"], "alice");
     assert_eq!(via_token["signed_in_with"], "api_token");
+    // A token cannot make itself a lasting way in.
+    let minted = token.post("/api/v1/tokens", json!({"name": "more"})).await;
+    assert_eq!(minted.status, 403, "{}", minted.text());
+    let keyed = token
+        .post(
+            "/api/v1/keys",
+            json!({"public_key": platform.keys.public_key("x").unwrap()}),
+        )
+        .await;
+    assert_eq!(keyed.status, 403, "{}", keyed.text());
     let tokens = alice.get("/api/v1/tokens").await.text();
     assert!(tokens.contains("\"ci\"") && !tokens.contains(made["secret"].as_str().unwrap()));
     let id = made["token"]["id"].as_str().unwrap();
@@ -147,6 +157,17 @@ async fn users_sign_in_with_ssh_keys_and_manage_their_own_things_only() {
     );
     assert_eq!(bob.delete(&path).await.status, 404);
     assert_eq!(bob.get("/api/v1/workspaces?owner=alice").await.status, 403);
+    assert_eq!(
+        bob.get(&format!("/api/v1/workspaces/events?id={id}"))
+            .await
+            .status,
+        404
+    );
+    let bobs_view = bob
+        .get(&format!("/api/v1/sessions?workspace_id={id}"))
+        .await;
+    assert_eq!(bobs_view.status, 200);
+    assert!(bobs_view.json()["items"].as_array().unwrap().is_empty());
     assert_eq!(alice.get(&path).await.json()["state"], "stopped");
     // A duplicate name and a broken blueprint are explained.
     let again = alice
@@ -173,6 +194,22 @@ async fn users_sign_in_with_ssh_keys_and_manage_their_own_things_only() {
         .await
         .json();
     assert_eq!(fine["valid"], true, "{fine}");
+    // A blueprint that never ends costs its sender an error, not the server.
+    let endless = alice
+        .post(
+            "/api/v1/blueprints/validate",
+            json!({"source": "let rec f = fun x => f (x + 1) in f 0"}),
+        )
+        .await;
+    assert_eq!(endless.status, 400, "{}", endless.text());
+    assert!(
+        endless.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("limits"),
+        "{}",
+        endless.text()
+    );
     let examples = alice.get("/api/v1/blueprints").await.json();
     assert!(
         examples

@@ -207,6 +207,11 @@ async fn a_browser_terminal_runs_a_shell_and_is_recorded() {
         }
     }
     assert!(nothing.is_empty(), "{nothing}");
+    // Refused without telling whose workspace it is or its name.
+    assert!(
+        !said.iter().any(|c| c.to_string().contains("alice/default")),
+        "{said:?}"
+    );
     assert!(
         said.iter().any(|c| c["type"] == "error"
             && c["message"]

@@ -257,6 +257,49 @@ async fn a_user_signs_in_with_the_device_flow_and_reaches_her_workspace_with_pla
         ok(k8shell(home.path(), &url).args(["sessions", "replay", &session, "--speed", "100"]));
     assert!(replayed.contains("typed-42"), "{replayed}");
 
+    // `login --ssh`: the administrator with a key file, alice through ssh-agent.
+    let admin_home = tempfile::tempdir().unwrap();
+    ok(k8shell(admin_home.path(), &url)
+        .args(["login", "--user", crate::platform::ADMIN, "--ssh"])
+        .arg(platform.keys.dir().join("admin")));
+    let admin: serde_json::Value = serde_json::from_str(&ok(
+        k8shell(admin_home.path(), &url).args(["whoami", "-o", "json"])
+    ))
+    .unwrap();
+    assert_eq!(admin["user"]["username"], crate::platform::ADMIN);
+    let users = ok(k8shell(admin_home.path(), &url).args(["admin", "users", "ls"]));
+    assert!(users.contains("alice"), "{users}");
+    let socket = home.path().join("agent.sock");
+    let mut agent = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&socket)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    k8shell_testkit::poll_until("ssh-agent to listen", || {
+        let socket = socket.clone();
+        async move { socket.exists().then_some(()) }
+    })
+    .await;
+    let added = Command::new("ssh-add")
+        .arg(&key)
+        .env("SSH_AUTH_SOCK", &socket)
+        .output()
+        .unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let agent_home = tempfile::tempdir().unwrap();
+    let signed = ok(k8shell(agent_home.path(), &url)
+        .env("SSH_AUTH_SOCK", &socket)
+        .args(["login", "--ssh", "--user", "alice"]));
+    assert!(signed.contains("as alice"), "{signed}");
+    let _ = agent.kill();
+    let _ = agent.wait();
+
     // Errors say what to do next.
     let missing = k8shell(home.path(), &url)
         .args(["ws", "info", "nope"])
