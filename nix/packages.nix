@@ -77,7 +77,7 @@ let
       # tests the npm package oidc-provider, the image builds and the local runtime root (buildah,
       # runc, network namespaces), which the build sandbox has not, nor have the ssh-proxy's
       # end-to-end tests (workspaces under runc); scripts/test runs them.
-      cargoNextestExtraArgs = "--workspace --no-fail-fast -E 'not test(/^container::/) and not test(/^oidc::/) and not binary(oci) and not test(build_pushes_once) and not (binary_id(k8shell-provisioner::integration) and (test(/^local_runtime::/) or test(/^service::/))) and not binary_id(k8shell-ssh-proxy::integration) and not binary_id(k8shell-api-server::integration)'";
+      cargoNextestExtraArgs = "--workspace --no-fail-fast -E 'not test(/^container::/) and not test(/^oidc::/) and not binary(oci) and not test(build_pushes_once) and not (binary_id(k8shell-provisioner::integration) and (test(/^local_runtime::/) or test(/^service::/))) and not binary_id(k8shell-ssh-proxy::integration) and not binary_id(k8shell-api-server::integration) and not binary_id(k8shell-cli::integration)'";
     });
   } // packages;
 in
