@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use crate::caller::Caller;
 use crate::evaluate;
+pub use crate::evaluate::Outcome;
 use crate::extract::{Json, Path};
 use crate::problem::{ApiError, ApiResult, Problem};
 use crate::state::State;
@@ -122,33 +123,7 @@ pub async fn validate(
     }
     let file = body.file.unwrap_or_else(|| "blueprint.ncl".to_owned());
     let shown = file.clone();
-    let outcome = match &state.config.evaluator {
-        // In a child process with CPU and memory limits.
-        Some(evaluator) => evaluate::evaluate(evaluator, &body.source, &file)
-            .await
-            .map_err(|error| match error {
-                evaluate::EvaluateError::Limits => ApiError::bad_request(error.to_string()),
-                evaluate::EvaluateError::Spawn(_) => {
-                    tracing::error!(%error, "blueprint evaluator");
-                    ApiError::unavailable("blueprints cannot be checked right now")
-                }
-            })?,
-        // No evaluator binary (the server runs inside another program): off the request
-        // threads, without limits.
-        None => tokio::task::spawn_blocking(move || {
-            match k8shell_blueprint::compile_source(&body.source, &file) {
-                Ok(compiled) => evaluate::Outcome::Compiled {
-                    spec: serde_json::from_str(&compiled.canonical_json).unwrap_or_default(),
-                    image_tag: compiled.image_tag(),
-                },
-                Err(error) => evaluate::Outcome::Invalid {
-                    message: error.to_string(),
-                },
-            }
-        })
-        .await
-        .map_err(|_| ApiError::unavailable("the blueprint check stopped unexpectedly"))?,
-    };
+    let outcome = evaluate_posted(&state, body.source, file).await?;
     Ok(Json(match outcome {
         evaluate::Outcome::Compiled { spec, image_tag } => Validation {
             valid: true,
@@ -170,6 +145,41 @@ pub async fn validate(
             }
         }
     }))
+}
+
+/// Evaluates a blueprint someone sent, under the evaluator's limits (see `evaluate`).
+pub async fn evaluate_posted(
+    state: &crate::state::AppState,
+    source: String,
+    file: String,
+) -> ApiResult<evaluate::Outcome> {
+    Ok(match &state.config.evaluator {
+        // In a child process with CPU and memory limits.
+        Some(evaluator) => evaluate::evaluate(evaluator, &source, &file)
+            .await
+            .map_err(|error| match error {
+                evaluate::EvaluateError::Limits => ApiError::bad_request(error.to_string()),
+                evaluate::EvaluateError::Spawn(_) => {
+                    tracing::error!(%error, "blueprint evaluator");
+                    ApiError::unavailable("blueprints cannot be checked right now")
+                }
+            })?,
+        // No evaluator binary (the server runs inside another program): off the request
+        // threads, without limits.
+        None => tokio::task::spawn_blocking(move || {
+            match k8shell_blueprint::compile_source(&source, &file) {
+                Ok(compiled) => evaluate::Outcome::Compiled {
+                    spec: serde_json::from_str(&compiled.canonical_json).unwrap_or_default(),
+                    image_tag: compiled.image_tag(),
+                },
+                Err(error) => evaluate::Outcome::Invalid {
+                    message: error.to_string(),
+                },
+            }
+        })
+        .await
+        .map_err(|_| ApiError::unavailable("the blueprint check stopped unexpectedly"))?,
+    })
 }
 
 /// The first `file:LINE:COLUMN` in a diagnostic.

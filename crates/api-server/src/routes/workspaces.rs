@@ -292,6 +292,13 @@ pub async fn create(
             ));
         }
     };
+    // Evaluated here first under limits: the provisioner compiles it again without them, and
+    // only what finished here goes there.
+    if let crate::routes::blueprints::Outcome::Invalid { message } =
+        crate::routes::blueprints::evaluate_posted(&state, source.clone(), file.clone()).await?
+    {
+        return Err(ApiError::bad_request(message));
+    }
     let created = state
         .gateway
         .backends

@@ -24,6 +24,9 @@ async fn every_answer_matches_the_openapi_document_and_none_is_a_server_error() 
             // Valid by the schema is not always valid: keys, Nickel and names are checked by the
             // services, and a 400 that says why is the right answer.
             .args(["--exclude-checks", "positive_data_acceptance"])
+            // A generator's complaint, not the API's: strings for a path segment (a key's
+            // fingerprint) are often filtered out, and how often depends on the run's timing.
+            .args(["--suppress-health-check", "filter_too_much"])
             // The event stream never ends by itself; it is tested in the workspace tests.
             .args(["--exclude-path", "/workspaces/events"])
             .args([

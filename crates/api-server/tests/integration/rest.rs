@@ -210,6 +210,25 @@ async fn users_sign_in_with_ssh_keys_and_manage_their_own_things_only() {
         "{}",
         endless.text()
     );
+    // Creating from it is refused before the provisioner sees it.
+    let endless_workspace = alice
+        .post(
+            "/api/v1/workspaces",
+            json!({"name": "loop", "blueprint_source": "let rec f = fun x => f (x + 1) in f 0"}),
+        )
+        .await;
+    assert_eq!(
+        endless_workspace.status,
+        400,
+        "{}",
+        endless_workspace.text()
+    );
+    assert!(
+        endless_workspace.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("limits")
+    );
     let examples = alice.get("/api/v1/blueprints").await.json();
     assert!(
         examples
