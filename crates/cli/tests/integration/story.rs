@@ -311,6 +311,57 @@ async fn a_user_signs_in_with_the_device_flow_and_reaches_her_workspace_with_pla
         message.contains("no workspace \"nope\"") && message.contains("web"),
         "{message}"
     );
+    // Stop and start, each waited for.
+    let stopped = ok(k8shell(home.path(), &url).args(["ws", "stop", "web"]));
+    assert!(stopped.contains("stopped"), "{stopped}");
+    let started = ok(k8shell(home.path(), &url).args(["ws", "start", "web", "-o", "json"]));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&started).unwrap()["state"],
+        "running"
+    );
+
+    // A token for automation works as K8SHELL_TOKEN until it is revoked.
+    let made: serde_json::Value = serde_json::from_str(&ok(
+        k8shell(home.path(), &url).args(["tokens", "create", "ci", "-o", "json"])
+    ))
+    .unwrap();
+    let secret = made["secret"].as_str().unwrap();
+    let robot = tempfile::tempdir().unwrap();
+    let as_robot = ok(k8shell(robot.path(), &url)
+        .env("K8SHELL_TOKEN", secret)
+        .arg("whoami"));
+    assert!(as_robot.contains("alice"), "{as_robot}");
+    let listed = ok(k8shell(home.path(), &url).args(["tokens", "ls"]));
+    assert!(
+        listed.contains("ci") && listed.contains("active") && !listed.contains(secret),
+        "{listed}"
+    );
+    ok(k8shell(home.path(), &url).args([
+        "tokens",
+        "revoke",
+        made["token"]["id"].as_str().unwrap(),
+    ]));
+    let refused = k8shell(robot.path(), &url)
+        .env("K8SHELL_TOKEN", secret)
+        .arg("whoami")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+
+    // Deleting asks first, then leaves nothing.
+    let unconfirmed = k8shell(home.path(), &url)
+        .args(["ws", "rm", "web"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&unconfirmed.stderr).contains("--yes"));
+    let deleted = ok(k8shell(home.path(), &url).args(["ws", "rm", "web", "--yes"]));
+    assert!(deleted.contains("deleted web"), "{deleted}");
+    let none: serde_json::Value = serde_json::from_str(&ok(
+        k8shell(home.path(), &url).args(["ws", "ls", "-o", "json"])
+    ))
+    .unwrap();
+    assert_eq!(none, serde_json::json!([]));
+
     ok(k8shell(home.path(), &url).arg("logout"));
     let signed_out = k8shell(home.path(), &url).arg("whoami").output().unwrap();
     assert!(String::from_utf8_lossy(&signed_out.stderr).contains("k8shell login"));
