@@ -66,14 +66,17 @@ impl Caller {
         }
     }
 
-    /// Resolves a credential to an active user.
-    pub async fn authenticate(
-        state: &AppState,
-        token: &str,
-        credential: Credential,
-    ) -> ApiResult<Self> {
+    /// Resolves a credential to an active user; `from_cookie` says where it came from (the
+    /// kind of token is in its shape: a JWT has three parts).
+    pub async fn authenticate(state: &AppState, token: &str, from_cookie: bool) -> ApiResult<Self> {
         let identity = &state.gateway.backends.identity;
-        let user = if token.matches('.').count() == 2 {
+        let is_jwt = token.matches('.').count() == 2;
+        let credential = match (from_cookie, is_jwt) {
+            (true, _) => Credential::Cookie,
+            (false, true) => Credential::AccessToken,
+            (false, false) => Credential::ApiToken,
+        };
+        let user = if is_jwt {
             let now = k8shell_common::clock::now().unix_timestamp();
             let claims = state.jwks.verify_access(token, now).map_err(|error| {
                 ApiError::unauthorized(format!(
@@ -135,12 +138,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 .ok_or_else(|| {
                     ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
                 })?;
-            let credential = if token.matches('.').count() == 2 {
-                Credential::AccessToken
-            } else {
-                Credential::ApiToken
-            };
-            return Self::authenticate(state, token, credential).await;
+            return Self::authenticate(state, token, false).await;
         }
         let cookies = state.cookies();
         let Some(token) = cookies::get(&parts.headers, cookies.session_name()) else {
@@ -149,7 +147,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             )));
         };
         check_browser_request(state, parts)?;
-        Self::authenticate(state, token, Credential::Cookie).await
+        Self::authenticate(state, token, true).await
     }
 }
 

@@ -82,7 +82,8 @@ impl Challenges {
     }
 }
 
-fn random_text() -> Result<String, ring::error::Unspecified> {
+/// 32 random bytes as URL-safe text (challenges, CSRF tokens).
+pub fn random_text() -> Result<String, ring::error::Unspecified> {
     let mut bytes = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))

@@ -152,7 +152,7 @@ pub async fn callback(
         .user
         .ok_or_else(|| ApiError::unavailable("identity answered the login without a user"))?;
     tracing::info!(user = %user.username, created = completed.created, peer = %peer, "browser login");
-    let return_to = local_path(Some(&percent_decode(return_to)));
+    let return_to = local_path(Some(&k8shell_common::http::form_decode(return_to)));
     let mut response = Redirect::to(&return_to).into_response();
     set_session(&state, &user, response.headers_mut()).await?;
     response.headers_mut().append(
@@ -160,30 +160,6 @@ pub async fn callback(
         cookies.set(cookies.login_state_name(), "", 0, true),
     );
     Ok(response)
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let decoded = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match decoded {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Issues an access token for `user` and sets the session and CSRF cookies.
@@ -195,7 +171,8 @@ async fn set_session(
     let issued = issue(state, user).await?;
     let cookies = state.cookies();
     let max_age = state.config.login_ttl.as_secs();
-    let csrf = random_token()?;
+    let csrf =
+        ssh_login::random_text().map_err(|_| ApiError::unavailable("no randomness available"))?;
     headers.append(
         header::SET_COOKIE,
         cookies.set(cookies.session_name(), &issued.token, max_age, true),
@@ -222,14 +199,6 @@ async fn issue(state: &AppState, user: &idpb::User) -> ApiResult<idpb::IssuedTok
         .await
         .map_err(|s| ApiError::from_status("the access token", &s))?
         .into_inner())
-}
-
-fn random_token() -> ApiResult<String> {
-    use base64::Engine as _;
-    let mut bytes = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .map_err(|_| ApiError::unavailable("no randomness available"))?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 #[utoipa::path(post, path = "/auth/logout", tag = "auth",
@@ -636,7 +605,9 @@ mod tests {
         assert_eq!(local_path(Some("https://evil.example")), "/");
         assert_eq!(local_path(Some("/\t/evil.example")), "/");
         assert_eq!(
-            local_path(Some(&percent_decode("%2F%09%2Fevil.example"))),
+            local_path(Some(&k8shell_common::http::form_decode(
+                "%2F%09%2Fevil.example"
+            ))),
             "/"
         );
         assert_eq!(local_path(Some("/a\nb")), "/");
@@ -648,7 +619,7 @@ mod tests {
     fn form_encoding_round_trips() {
         let path = "/device?code=AB-CD&x=a b";
         assert_eq!(
-            percent_decode(&k8shell_common::http::form_encode(path)),
+            k8shell_common::http::form_decode(&k8shell_common::http::form_encode(path)),
             path
         );
     }

@@ -221,6 +221,14 @@ pub struct SessionDetails {
     pub recordings: Vec<Recording>,
 }
 
+/// The session is the caller's own.
+fn owned_by(got: &spb::GetResponse, caller: &Caller) -> bool {
+    got.session
+        .as_ref()
+        .and_then(|s| s.user.as_ref())
+        .is_some_and(|u| u.username == caller.username())
+}
+
 /// A session the caller may see: their own, or anyone's with `sessions.list_all`.
 async fn visible(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<spb::GetResponse> {
     let not_found = || ApiError::not_found(format!("you have no session {id}"));
@@ -238,12 +246,7 @@ async fn visible(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<spb::
             _ => ApiError::from_status("the session", &s),
         })?
         .into_inner();
-    let owner = got
-        .session
-        .as_ref()
-        .and_then(|s| s.user.as_ref())
-        .map(|u| u.username.as_str());
-    if owner == Some(caller.username()) || caller.may(state, "sessions.list_all").await {
+    if owned_by(&got, caller) || caller.may(state, "sessions.list_all").await {
         Ok(got)
     } else {
         Err(not_found())
@@ -322,12 +325,7 @@ pub async fn terminate(
     };
     let (id, _) = action(&target, "session", &["terminate"])?;
     let got = visible(&state, &caller, id).await?;
-    let own = got
-        .session
-        .as_ref()
-        .and_then(|s| s.user.as_ref())
-        .is_some_and(|u| u.username == caller.username());
-    if !own {
+    if !owned_by(&got, &caller) {
         caller.require(&state, "sessions.terminate").await?;
     }
     let reason = body
@@ -400,12 +398,7 @@ pub async fn recording(
             e
         }
     })?;
-    let own = got
-        .session
-        .as_ref()
-        .and_then(|s| s.user.as_ref())
-        .is_some_and(|u| u.username == caller.username());
-    if !own && !caller.may(&state, "recordings.read_all").await {
+    if !owned_by(&got, &caller) && !caller.may(&state, "recordings.read_all").await {
         return Err(not_found());
     }
     let from = query.from.unwrap_or(0.0);
