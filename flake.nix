@@ -28,6 +28,9 @@
     in
     {
       packages = forAllSystems (k8shell: k8shell.packages);
+      apps = forAllSystems (k8shell: {
+        up = { type = "app"; program = "${k8shell.up}/bin/k8shell-up"; };
+      });
       checks = forAllSystems (k8shell: k8shell.checks);
       devShells = forAllSystems (k8shell: { default = k8shell.devShell; });
     };

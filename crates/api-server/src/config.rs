@@ -65,6 +65,10 @@ pub struct Config {
     pub drain: Duration,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// A single-use browser sign-in (`/login/once?code=…`) handed over by whoever starts this
+    /// server in-process (the all-in-one); never read from files or the environment.
+    #[serde(skip)]
+    pub one_time_login: Option<crate::one_time_login::OneTimeLogin>,
 }
 
 /// The browser session cookie.

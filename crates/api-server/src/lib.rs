@@ -12,6 +12,7 @@ pub mod cookies;
 pub mod evaluate;
 mod extract;
 mod metrics;
+pub mod one_time_login;
 pub mod problem;
 mod ratelimit;
 pub mod routes;
@@ -129,6 +130,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
         blueprints,
         stop: stop.clone(),
         terminals: tokio_util::task::TaskTracker::new(),
+        one_time_login: one_time_login::OneTimeLogins::new(config.one_time_login.clone()),
         config,
     });
     let app = router(Arc::clone(&state));
@@ -182,6 +184,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .nest("/api/v1", routes::api(openapi))
         .route("/device", get(routes::auth::device_page))
+        .route("/login/once", get(routes::auth::one_time_login))
+        .route("/", get(routes::auth::home_page))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(|| async {

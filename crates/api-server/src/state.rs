@@ -29,6 +29,8 @@ pub struct AppState {
     pub stop: CancellationToken,
     /// The open browser terminals, waited for (within `drain`) on shutdown.
     pub terminals: tokio_util::task::TaskTracker,
+    /// The single-use sign-in handed over at start, if any.
+    pub one_time_login: crate::one_time_login::OneTimeLogins,
 }
 
 pub type State = axum::extract::State<Arc<AppState>>;

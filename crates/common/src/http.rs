@@ -112,7 +112,7 @@ async fn send(
         Some("http") => false,
         _ => return Err("URL must start with http:// or https://".to_owned()),
     };
-    if !https && !is_loopback(&host) {
+    if !https && !is_this_machine(&host) {
         return Err(format!(
             "plain http:// is allowed only to this machine; use https:// (with a CA file) for {host}"
         ));
@@ -164,12 +164,18 @@ async fn send(
 }
 
 /// `localhost`, 127.0.0.0/8 or ::1: where unencrypted HTTP cannot be intercepted.
-fn is_loopback(host: &str) -> bool {
+/// Loopback, or an address of one of this machine's interfaces (packets to it never leave the
+/// machine: the platform host of a lab serves its own OpenID provider on its own address). An
+/// address is ours when a socket can be bound to it.
+fn is_this_machine(host: &str) -> bool {
     host == "localhost"
         || host
             .trim_matches(['[', ']'])
             .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+            .is_ok_and(|ip| {
+                ip.is_loopback()
+                    || (!ip.is_unspecified() && std::net::UdpSocket::bind((ip, 0)).is_ok())
+            })
 }
 
 fn client_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
@@ -218,12 +224,24 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn plain_http_is_refused_beyond_loopback() {
+    async fn plain_http_is_refused_beyond_this_machine() {
         let err = get("http://identity.example:7011/jwks.json", None)
             .await
             .unwrap_err();
         assert!(err.contains("use https://"), "{err}");
-        assert!(is_loopback("127.0.0.1") && is_loopback("[::1]") && is_loopback("localhost"));
+        let err = get("http://192.0.2.1:7011/jwks.json", None)
+            .await
+            .unwrap_err();
+        assert!(
+            err.contains("use https://"),
+            "an address of another machine: {err}"
+        );
+        assert!(
+            is_this_machine("127.0.0.1")
+                && is_this_machine("[::1]")
+                && is_this_machine("localhost")
+        );
+        assert!(!is_this_machine("0.0.0.0") && !is_this_machine("192.0.2.1"));
     }
 
     #[test]

@@ -1,17 +1,18 @@
 // A real OpenID provider for tests (the npm package `oidc-provider`, dev interactions).
 // argv: <path of oidc-provider's lib/index.js>; env K8SHELL_OIDC: JSON
-// { clientId, clientSecret, redirectUris: [...], accounts: { "<login>": { claims } } }.
-// Listens on a free loopback port and prints "READY <port>".
+// { clientId, clientSecret, redirectUris: [...], accounts: { "<login>": { claims } }, host? }.
+// Listens on a free port of `host` (default 127.0.0.1) and prints "READY <port>".
 import http from 'node:http';
 
 const { default: Provider } = await import(process.argv[2]);
 const setup = JSON.parse(process.env.K8SHELL_OIDC);
 
 const server = http.createServer();
-await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+const host = setup.host || '127.0.0.1';
+await new Promise((resolve) => server.listen(0, host, resolve));
 const { port } = server.address();
 
-const provider = new Provider(`http://127.0.0.1:${port}`, {
+const provider = new Provider(`http://${host}:${port}`, {
   clients: [{
     client_id: setup.clientId,
     client_secret: setup.clientSecret,

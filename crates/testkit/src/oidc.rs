@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tempfile::TempDir;
@@ -51,6 +51,17 @@ impl OidcProvider {
         redirect_uris: &[&str],
         accounts: &serde_json::Value,
     ) -> Result<Self, TestkitError> {
+        Self::start_on(redirect_uris, accounts, "127.0.0.1", None)
+    }
+
+    /// Like [`OidcProvider::start`], listening on `host`, inside the network namespace
+    /// `netns` (a path such as `/var/run/netns/NAME`) if given.
+    pub fn start_on(
+        redirect_uris: &[&str],
+        accounts: &serde_json::Value,
+        host: &str,
+        netns: Option<&Path>,
+    ) -> Result<Self, TestkitError> {
         let node = require("node", "nodejs", &[])?;
         let package = npm_cache().join("node_modules/oidc-provider/lib/index.js");
         if !package.exists() {
@@ -77,8 +88,20 @@ impl OidcProvider {
             "clientSecret": client_secret,
             "redirectUris": redirect_uris,
             "accounts": accounts,
+            "host": host,
         });
-        let mut command = Command::new(node);
+        let mut command = match netns {
+            Some(netns) => {
+                // nsenter executes node in place: the PID stopped later is node's.
+                let mut command = Command::new("nsenter");
+                command
+                    .arg(format!("--net={}", netns.display()))
+                    .arg("--")
+                    .arg(node);
+                command
+            }
+            None => Command::new(node),
+        };
         command
             .arg(&script)
             .arg(&package)
@@ -100,7 +123,7 @@ impl OidcProvider {
         })?;
         Ok(Self {
             _process: process,
-            issuer: format!("http://127.0.0.1:{port}"),
+            issuer: format!("http://{host}:{port}"),
             client_id,
             client_secret,
             _dir: dir,

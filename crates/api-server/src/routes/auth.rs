@@ -491,21 +491,8 @@ pub async fn ssh(
             _ => ApiError::from_status("the login", &s),
         })?
         .into_inner();
-    let input = json!({
-        "v": 1,
-        "user": {"username": user.username, "groups": user.groups,
-                 "state": if user.state() == idpb::UserState::Suspended { "suspended" } else { "active" }},
-        "method": "publickey",
-        "source_ip": peer.ip().to_string(),
-    });
-    let verdict = state
-        .gateway
-        .backends
-        .authz
-        .check("authentication", &input)
-        .await;
-    if !verdict.allow {
-        return Err(refused(&format!("authz: {}", verdict.reasons.join("; "))));
+    if let Err(reasons) = authentication(&state, &user, "publickey", peer).await {
+        return Err(refused(&format!("authz: {reasons}")));
     }
     let issued = issue(&state, &user).await?;
     tracing::info!(user = %user.username, %peer, "ssh-signature login");
@@ -520,6 +507,130 @@ pub async fn ssh(
     }
     Ok(response)
 }
+
+/// authz's `authentication` decision on `user` signing in with `method` from `peer`; the
+/// reasons when refused.
+async fn authentication(
+    state: &AppState,
+    user: &idpb::User,
+    method: &str,
+    peer: SocketAddr,
+) -> Result<(), String> {
+    let input = json!({
+        "v": 1,
+        "user": {"username": user.username, "groups": user.groups,
+                 "state": if user.state() == idpb::UserState::Suspended { "suspended" } else { "active" }},
+        "method": method,
+        "source_ip": peer.ip().to_string(),
+    });
+    let verdict = state
+        .gateway
+        .backends
+        .authz
+        .check("authentication", &input)
+        .await;
+    if verdict.allow {
+        Ok(())
+    } else {
+        Err(verdict.reasons.join("; "))
+    }
+}
+
+/// `GET /login/once?code=…`: the single-use sign-in handed over at start (the all-in-one
+/// prints it). Outside `/api/v1`: it is a browser link, not an API. authz's `authentication`
+/// decides (method `one-time-login`), like every sign-in.
+pub async fn one_time_login(
+    state: State,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> ApiResult<Response> {
+    limit(&state, peer)?;
+    let refused = || {
+        ApiError::unauthorized(
+            "this sign-in link is used, expired or wrong: restart k8shell-allinone for a new one, \
+             or sign in with `k8shell login --ssh`",
+        )
+    };
+    let code = query.get("code").map(String::as_str).unwrap_or_default();
+    let Some(username) = state
+        .one_time_login
+        .redeem(code, std::time::SystemTime::now())
+    else {
+        tracing::info!(%peer, "one-time login refused");
+        return Err(refused());
+    };
+    let user = state
+        .gateway
+        .backends
+        .identity
+        .clone()
+        .get_user(idpb::GetUserRequest {
+            user: Some(idpb::UserSelector {
+                user: Some(idpb::user_selector::User::Username(username.clone())),
+            }),
+        })
+        .await
+        .map_err(|s| ApiError::from_status("the one-time login's user", &s))?
+        .into_inner();
+    if let Err(reasons) = authentication(&state, &user, "one-time-login", peer).await {
+        tracing::info!(user = %username, %peer, %reasons, "one-time login refused by authz");
+        return Err(ApiError::forbidden(format!(
+            "authz refused the sign-in: {reasons}"
+        )));
+    }
+    tracing::info!(user = %username, %peer, "one-time login");
+    let mut response = Redirect::to("/").into_response();
+    response.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    set_session(&state, &user, response.headers_mut()).await?;
+    Ok(response)
+}
+
+/// `/`: who is signed in, and the ways in, until the console serves this page.
+pub async fn home_page(state: State) -> Response {
+    let ssh = state
+        .ssh_command("USER")
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let page = HOME_PAGE.replace("{{ssh}}", &ssh);
+    let mut response = Html(page).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'"),
+    );
+    response
+}
+
+const HOME_PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>k8shell</title>
+<meta name="viewport" content="width=device-width">
+<style>body{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem}
+code{background:#8882;padding:0 .2rem}</style></head>
+<body><h1>k8shell</h1>
+<p id="who" role="status">Checking who you are…</p>
+<ul>
+<li>SSH: <code id="ssh">{{ssh}}</code></li>
+<li>CLI: <code>k8shell login</code>, then <code>k8shell ws ls</code></li>
+<li>API: <a href="/api/v1/openapi.json">/api/v1/openapi.json</a></li>
+</ul>
+<script>
+fetch('/api/v1/me').then(r => r.ok ? r.json() : null).then(me => {
+  document.getElementById('who').textContent = me
+    ? 'Signed in as ' + me.username + '.'
+    : 'Not signed in: ';
+  const ssh = document.getElementById('ssh');
+  if (me) ssh.textContent = ssh.textContent.replace('USER', me.username);
+  else {
+    const a = document.createElement('a');
+    a.href = '/api/v1/auth/login'; a.textContent = 'sign in';
+    document.getElementById('who').append(a);
+  }
+});
+</script></body></html>
+"#;
 
 /// Where users confirm a device login: a small page of its own until the console serves one.
 pub async fn device_page(

@@ -116,6 +116,7 @@ impl Platform {
             start_timeout: Duration::from_secs(120),
             drain: Duration::from_secs(2),
             telemetry: Default::default(),
+            one_time_login: None,
         };
         let api = Shutdown::new();
         let stop = api.clone();
