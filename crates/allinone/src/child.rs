@@ -126,6 +126,16 @@ impl Child {
     }
 }
 
+/// A child whose start failed half-way is not left running.
+impl Drop for Child {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Stops the process `pid` if it is an orphan of ours: alive, and its command line mentions
 /// `marker` (our data directory or config file). Says what it did.
 pub async fn stop_orphan(name: &str, pid: u32, marker: &Path, signal: Signal) {
@@ -180,9 +190,11 @@ pub fn require_program(name: &str, package: &str) -> Result<PathBuf, Error> {
     })
 }
 
-/// Runs `command` to completion; its stderr in the error.
+/// Runs `command` to completion, in its own process group (a Ctrl-C during the start is the
+/// all-in-one's to handle, not a half-written image's); its stderr in the error.
 pub fn run(what: &str, command: &mut Command) -> Result<String, Error> {
     let out = command
+        .process_group(0)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| Error::io(format!("running {what}"), e))?;

@@ -13,7 +13,8 @@ use crate::registry::RegistryAccess;
 
 /// The Debian suite of the base.
 const SUITE: &str = "bookworm";
-const MIRROR: &str = "http://deb.debian.org/debian";
+/// The Debian mirror used when none is given.
+pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 /// Everything the default blueprint wants is in the base, so building it needs no network
 /// (`packages` would run apt inside the build).
 const DEBIAN_PACKAGES: &str =
@@ -55,6 +56,23 @@ impl Buildah {
         run(&what, &mut command)
     }
 
+    /// A working container from scratch, `steps` on it, then commit and push as `reference`.
+    /// On failure the working container goes (vfs keeps a whole copy of its root file system).
+    fn make(
+        &self,
+        reference: &str,
+        registry: &RegistryAccess,
+        steps: impl FnOnce(&Self, &str) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let container = self.run(&["from", "scratch"])?;
+        let container = container.trim();
+        let made = steps(self, container).and_then(|()| self.push(container, reference, registry));
+        if made.is_err() {
+            let _ = self.run(&["rm", container]);
+        }
+        made
+    }
+
     /// Commits `container` and pushes it as `reference`; the local copy is dropped.
     fn push(
         &self,
@@ -67,9 +85,7 @@ impl Buildah {
         let target = format!("docker://{reference}");
         let tls = format!("--tls-verify={}", registry.tls_verify);
         let mut push = vec!["push", tls.as_str()];
-        if let Some(creds) = &registry.creds {
-            push.extend(["--creds", creds.as_str()]);
-        } else if let Some(auth) = registry.auth_file.as_ref().and_then(|p| p.to_str()) {
+        if let Some(auth) = registry.auth_file.as_ref().and_then(|p| p.to_str()) {
             push.extend(["--authfile", auth]);
         }
         push.extend([local.as_str(), target.as_str()]);
@@ -88,9 +104,7 @@ fn in_registry(reference: &str, registry: &RegistryAccess) -> bool {
     command
         .arg("inspect")
         .arg(format!("--tls-verify={}", registry.tls_verify));
-    if let Some(creds) = &registry.creds {
-        command.arg("--creds").arg(creds);
-    } else if let Some(auth) = &registry.auth_file {
+    if let Some(auth) = &registry.auth_file {
         command.arg("--authfile").arg(auth);
     }
     command
@@ -119,10 +133,9 @@ pub fn ensure_busybox(registry: &RegistryAccess, storage: &Path) -> Result<Strin
     }
     println!("  making the busybox base image");
     let buildah = Buildah::new(storage)?;
-    let container = buildah.run(&["from", "scratch"])?;
-    let container = container.trim();
-    buildah.run(&["copy", container, "/bin/busybox", "/bin/busybox"])?;
-    buildah.run(&[
+    buildah.make(&reference, registry, |buildah, container| {
+        buildah.run(&["copy", container, "/bin/busybox", "/bin/busybox"])?;
+        buildah.run(&[
         "run",
         "--isolation",
         "chroot",
@@ -131,16 +144,11 @@ pub fn ensure_busybox(registry: &RegistryAccess, storage: &Path) -> Result<Strin
         "sh",
         "-c",
         "/bin/busybox mkdir -p /usr/bin /sbin /usr/sbin /etc /tmp && /bin/busybox --install -s && echo 'root:x:0:0:root:/root:/bin/sh' > /etc/passwd && echo 'root:x:0:' > /etc/group",
-    ])?;
-    buildah.run(&[
-        "config",
-        "--env",
-        "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-        "--cmd",
-        "/bin/sh",
-        container,
-    ])?;
-    buildah.push(container, &reference, registry)?;
+        ])?;
+        buildah
+            .run(&["config", "--env", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "--cmd", "/bin/sh", container])
+            .map(drop)
+    })?;
     Ok(reference)
 }
 
@@ -149,10 +157,11 @@ pub fn ensure_debian(
     registry: &RegistryAccess,
     storage: &Path,
     cache: &Path,
+    mirror: &str,
 ) -> Result<String, Error> {
     let tarball = cache.join(format!("debian-12-{SUITE}.tar"));
     if !tarball.exists() {
-        make_debian_tarball(cache, &tarball)?;
+        make_debian_tarball(cache, &tarball, mirror)?;
     }
     let digest = file_digest(&tarball)?;
     let reference = format!("{}/k8shell/debian:12-{digest}", registry.host);
@@ -161,33 +170,34 @@ pub fn ensure_debian(
     }
     println!("  pushing the Debian base image ({})", tarball.display());
     let buildah = Buildah::new(storage)?;
-    let container = buildah.run(&["from", "scratch"])?;
-    let container = container.trim();
     let tar = tarball.to_string_lossy();
-    // `add` unpacks a local tarball (`copy` would not).
-    buildah.run(&["add", container, tar.as_ref(), "/"])?;
-    buildah.run(&[
-        "config",
-        "--env",
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "--env",
-        "LANG=C.UTF-8",
-        "--cmd",
-        "/bin/bash",
-        container,
-    ])?;
-    buildah.push(container, &reference, registry)?;
+    buildah.make(&reference, registry, |buildah, container| {
+        // `add` unpacks a local tarball (`copy` would not).
+        buildah.run(&["add", container, tar.as_ref(), "/"])?;
+        buildah
+            .run(&[
+                "config",
+                "--env",
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "--env",
+                "LANG=C.UTF-8",
+                "--cmd",
+                "/bin/bash",
+                container,
+            ])
+            .map(drop)
+    })?;
     Ok(reference)
 }
 
-fn make_debian_tarball(cache: &Path, tarball: &Path) -> Result<(), Error> {
+fn make_debian_tarball(cache: &Path, tarball: &Path, mirror: &str) -> Result<(), Error> {
     std::fs::create_dir_all(cache)
         .map_err(|e| Error::io(format!("creating {}", cache.display()), e))?;
     let partial = tarball.with_extension("partial");
     let _ = std::fs::remove_file(&partial);
     if let Some(mmdebstrap) = find_program("mmdebstrap", &["/usr/sbin"]) {
         println!(
-            "  making a Debian 12 root file system with mmdebstrap from {MIRROR} (once; cached in {})",
+            "  making a Debian 12 root file system with mmdebstrap from {mirror} (once; cached in {})",
             cache.display()
         );
         run(
@@ -197,12 +207,12 @@ fn make_debian_tarball(cache: &Path, tarball: &Path) -> Result<(), Error> {
                 .arg(format!("--include={DEBIAN_PACKAGES}"))
                 .arg(SUITE)
                 .arg(&partial)
-                .arg(MIRROR),
+                .arg(mirror),
         )
         .map_err(offline_hint)?;
     } else if let Some(debootstrap) = find_program("debootstrap", &["/usr/sbin"]) {
         println!(
-            "  making a Debian 12 root file system with debootstrap from {MIRROR} (once; cached in {})",
+            "  making a Debian 12 root file system with debootstrap from {mirror} (once; cached in {})",
             cache.display()
         );
         let root = cache.join("debootstrap-root");
@@ -214,7 +224,7 @@ fn make_debian_tarball(cache: &Path, tarball: &Path) -> Result<(), Error> {
                 .arg(format!("--include={DEBIAN_PACKAGES}"))
                 .arg(SUITE)
                 .arg(&root)
-                .arg(MIRROR),
+                .arg(mirror),
         )
         .map_err(offline_hint)?;
         run(
@@ -249,11 +259,7 @@ fn offline_hint(error: Error) -> Error {
 
 /// The first 12 hex digits of the SHA-256 of `bytes`.
 fn short_digest(bytes: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
-    digest.as_ref()[..6]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex(&ring::digest::digest(&ring::digest::SHA256, bytes).as_ref()[..6])
 }
 
 fn file_digest(path: &Path) -> Result<String, Error> {
@@ -270,11 +276,7 @@ fn file_digest(path: &Path) -> Result<String, Error> {
         }
         context.update(&buffer[..n]);
     }
-    let digest = context.finish();
-    Ok(digest.as_ref()[..6]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(crate::hex(&context.finish().as_ref()[..6]))
 }
 
 /// The example blueprints, naming the bases just pushed: `default` (the default workspace's)

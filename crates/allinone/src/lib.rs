@@ -52,6 +52,8 @@ pub struct Config {
     pub default_workspace: bool,
     /// How long open SSH sessions and terminals may go on after Ctrl-C.
     pub drain: Duration,
+    /// Where mmdebstrap fetches Debian from.
+    pub mirror: String,
 }
 
 /// An OpenID Connect provider.
@@ -123,9 +125,31 @@ impl Config {
     /// `Secure` cookies, except for plain HTTP off localhost (browsers drop them there).
     fn secure_cookies(&self) -> bool {
         let url = self.public_url();
-        url.starts_with("https://")
-            || url.starts_with("http://localhost")
-            || url.starts_with("http://127.0.0.1")
+        if url.starts_with("https://") {
+            return true;
+        }
+        let authority = url.split_once("://").map_or(url.as_str(), |(_, a)| a);
+        let authority = authority.split('/').next().unwrap_or(authority);
+        let host = match authority.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+            _ => authority,
+        };
+        matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+    }
+
+    /// Browsers reach a listener off loopback by a name the server cannot guess.
+    fn check_public_url(&self) -> Result<(), Error> {
+        let ip = self.listen_api.ip();
+        if self.public_url.is_none() && !ip.is_loopback() {
+            return Err(Error::Setup {
+                what: format!("listening on {} for the API and console", self.listen_api),
+                detail: format!(
+                    "say how browsers reach it: --public-url http://<this machine's name>:{} (or https:// behind a proxy)",
+                    self.listen_api.port()
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -179,6 +203,11 @@ impl Error {
     }
 }
 
+/// Lower-case hexadecimal.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A free TCP port on loopback.
 fn free_port() -> Result<u16, Error> {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -225,9 +254,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), Error> {
                 source,
             })
     };
+    config.check_public_url()?;
+    // The lock first: a second start on the same state is told so, not that a port is taken.
+    let (mut state, unclean) = state::StateDir::open(&config.state_dir)?;
     let api_listener = bind("the API and console", config.listen_api, "--listen-api").await?;
     let ssh_listener = bind("SSH", config.listen_ssh, "--listen-ssh").await?;
-    let (mut state, unclean) = state::StateDir::open(&config.state_dir)?;
     println!("k8shell: state in {}", state.root().display());
     if let Some(pid) = unclean {
         println!("  the previous run (PID {pid}) did not stop cleanly; recovering");
@@ -256,11 +287,15 @@ async fn serve(
     started: Instant,
 ) -> Result<(), Error> {
     let mut settings = state.settings(|| {
-        let registry_port = if std::net::TcpListener::bind(("127.0.0.1", 5000)).is_ok() {
-            5000
-        } else {
-            free_port()?
-        };
+        // Below the ephemeral range, so that a client's port never takes it later.
+        let registry_port = (5000..5100)
+            .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+            .ok_or_else(|| {
+                Error::setup(
+                    "choosing the registry's port",
+                    "5000 to 5099 are all taken on 127.0.0.1",
+                )
+            })?;
         let (_, password) = bootstrap::one_time_login("registry")?;
         Ok(state::Settings {
             registry_port,
@@ -295,7 +330,7 @@ async fn serve(
                 .base_cache
                 .clone()
                 .unwrap_or_else(|| state.path("base"));
-            images::ensure_debian(&registry, &storage, &cache)?
+            images::ensure_debian(&registry, &storage, &cache, &config.mirror)?
         }
         Base::Busybox => busybox.clone(),
     };
@@ -333,7 +368,17 @@ async fn serve(
         if config.default_workspace && !settings.default_workspace_made {
             let source = std::fs::read_to_string(blueprint_dir.join("default.ncl"))
                 .map_err(|e| Error::io("reading the default blueprint", e))?;
-            bootstrap::default_workspace(&mut provisioner, &admin.username, &source).await?;
+            bootstrap::default_workspace(&mut provisioner, &admin.username, &source)
+                .await
+                .map_err(|e| match e {
+                    Error::Setup { what, detail } => Error::Setup {
+                        what,
+                        detail: format!(
+                            "{detail}\n(start without it with --no-default-workspace, or with the busybox base: --base busybox)"
+                        ),
+                    },
+                    other => other,
+                })?;
             settings.default_workspace_made = true;
             state.save(&settings)?;
         }
@@ -433,16 +478,20 @@ fn print_welcome(
     println!("  CLI:      K8SHELL_URL={url} k8shell login --ssh");
     println!();
     println!("  Logs: {}  ·  stop: Ctrl-C", state.path("logs").display());
+    // Under sudo there is rarely a display to open a browser on; then the link above is all.
+    let display =
+        std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
     if config.open {
-        let opened = child::find_program("xdg-open", &[]).is_some_and(|xdg| {
-            std::process::Command::new(xdg)
-                .arg(&once)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .is_ok()
-        });
+        let opened = display
+            && child::find_program("xdg-open", &[]).is_some_and(|xdg| {
+                std::process::Command::new(xdg)
+                    .arg(&once)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .is_ok()
+            });
         if !opened {
             println!("  (--open: no browser here to open; use the sign-in link above)");
         }
@@ -500,6 +549,7 @@ mod tests {
             keep_workspaces: false,
             default_workspace: true,
             drain: Duration::from_secs(5),
+            mirror: images::DEFAULT_MIRROR.to_owned(),
         }
     }
 
@@ -527,5 +577,17 @@ mod tests {
         );
         assert_eq!(behind.ssh_address(), "dev.example.com:22");
         assert!(behind.secure_cookies());
+        let lookalike = config(
+            "127.0.0.1:8080",
+            "127.0.0.1:2222",
+            Some("http://localhost.example.com"),
+        );
+        assert!(!lookalike.secure_cookies());
+        assert!(behind.check_public_url().is_ok());
+        let unnamed = config("0.0.0.0:8080", "0.0.0.0:2222", None);
+        assert!(
+            unnamed.check_public_url().is_err(),
+            "browsers cannot reach 0.0.0.0"
+        );
     }
 }

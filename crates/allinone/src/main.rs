@@ -69,6 +69,9 @@ struct Args {
     /// Do not make a default workspace on the first start.
     #[arg(long)]
     no_default_workspace: bool,
+    /// The Debian mirror the base image is made from.
+    #[arg(long, default_value = k8shell_allinone::images::DEFAULT_MIRROR)]
+    mirror: String,
     /// How long SSH sessions and terminals may go on after Ctrl-C.
     #[arg(long, default_value = "5s", value_parser = humantime_duration)]
     drain: Duration,
@@ -104,7 +107,9 @@ async fn serve(config: Config) -> anyhow::Result<std::process::ExitCode> {
     };
     let _telemetry = k8shell_common::telemetry::init("allinone", &telemetry)?;
     let shutdown = Shutdown::new();
-    shutdown.listen_for_signals(config.drain + Duration::from_secs(120))?;
+    // A second Ctrl-C stops at once; otherwise the orderly stop (workspaces, services, then
+    // the children, each waited for) has its time.
+    shutdown.listen_for_signals(config.drain + Duration::from_secs(600))?;
     match k8shell_allinone::run(config, shutdown).await {
         Ok(()) => Ok(std::process::ExitCode::SUCCESS),
         Err(error) => {
@@ -150,6 +155,7 @@ fn config(args: Args) -> anyhow::Result<Config> {
         keep_workspaces: args.keep_workspaces,
         default_workspace: !args.no_default_workspace,
         drain: args.drain,
+        mirror: args.mirror,
     })
 }
 

@@ -119,10 +119,7 @@ fn socket_dir(state: &StateDir) -> Result<PathBuf, Error> {
             &ring::digest::SHA256,
             state.root().as_os_str().as_encoded_bytes(),
         );
-        let short: String = digest.as_ref()[..4]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let short = crate::hex(&digest.as_ref()[..4]);
         let dir = PathBuf::from(format!("/run/k8shell-{short}"));
         println!(
             "  the state directory's path is too long for PostgreSQL's socket; it lives in {}",
@@ -193,13 +190,22 @@ fn running_as_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// `program` as uid 1000 in a user namespace when we are root.
+/// `--map-user=… --map-group=…`: the `postgres` account of the package (initdb looks its
+/// uid up), else uid 1000.
+fn mapping() -> [String; 2] {
+    let (uid, gid) = nix::unistd::User::from_name("postgres")
+        .ok()
+        .flatten()
+        .map_or((1000, 1000), |u| (u.uid.as_raw(), u.gid.as_raw()));
+    [format!("--map-user={uid}"), format!("--map-group={gid}")]
+}
+
+/// `program` as an unprivileged user in a user namespace when we are root (files stay
+/// root's on the host, so nothing changes owner).
 fn as_unprivileged(program: &Path) -> Command {
     if running_as_root() {
         let mut command = Command::new("unshare");
-        command
-            .args(["--map-user=1000", "--map-group=1000"])
-            .arg(program);
+        command.args(mapping()).arg(program);
         command
     } else {
         Command::new(program)
@@ -214,10 +220,7 @@ fn as_unprivileged_dying_with_us(program: &Path) -> Command {
         let setpriv = Path::new(command.get_program()).to_path_buf();
         let args: Vec<_> = command.get_args().map(ToOwned::to_owned).collect();
         command = Command::new("unshare");
-        command
-            .args(["--map-user=1000", "--map-group=1000"])
-            .arg(setpriv)
-            .args(args);
+        command.args(mapping()).arg(setpriv).args(args);
     }
     command
 }

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use nix::sys::signal::Signal;
 
 use crate::Error;
-use crate::child::{Child, command_dying_with_us, pid_in, require_program, run, stop_orphan};
+use crate::child::{Child, command_dying_with_us, pid_in, require_program, stop_orphan};
 use crate::state::{Settings, StateDir, write_private};
 
 /// User name of the registry child.
@@ -23,8 +23,6 @@ pub struct RegistryAccess {
     pub tls_verify: bool,
     /// A docker-style `auth.json`, if the registry wants credentials.
     pub auth_file: Option<PathBuf>,
-    /// `user:password` for buildah's `--creds`.
-    pub creds: Option<String>,
 }
 
 /// The registry child.
@@ -55,14 +53,7 @@ impl Registry {
             });
         }
         let htpasswd = dir.join("htpasswd");
-        let hashed = run(
-            "htpasswd",
-            std::process::Command::new(require_program("htpasswd", "apache2-utils")?).args([
-                "-nbB",
-                USER,
-                &settings.registry_password,
-            ]),
-        )?;
+        let hashed = htpasswd_line(&settings.registry_password)?;
         write_private(&htpasswd, hashed.trim().as_bytes())?;
         let text = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
@@ -85,7 +76,7 @@ impl Registry {
             .await?;
         let host = format!("127.0.0.1:{port}");
         let creds = format!("{USER}:{}", settings.registry_password);
-        let auth = base64::engine::general_purpose::STANDARD.encode(&creds);
+        let auth = base64::engine::general_purpose::STANDARD.encode(creds);
         let auth_file = dir.join("auth.json");
         let auth_json = serde_json::json!({"auths": {host.clone(): {"auth": auth}}});
         write_private(&auth_file, auth_json.to_string().as_bytes())?;
@@ -95,7 +86,6 @@ impl Registry {
                 host,
                 tls_verify: false,
                 auth_file: Some(auth_file),
-                creds: Some(creds),
             },
         })
     }
@@ -103,4 +93,32 @@ impl Registry {
     pub async fn stop(self) {
         self.child.stop().await;
     }
+}
+
+/// A bcrypt htpasswd line; the password goes through a pipe, never a command line (other
+/// users can read those in /proc).
+fn htpasswd_line(password: &str) -> Result<String, Error> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(require_program("htpasswd", "apache2-utils")?)
+        .args(["-niB", USER])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io("running htpasswd", e))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(password.as_bytes())
+            .map_err(|e| Error::io("writing to htpasswd", e))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Error::io("running htpasswd", e))?;
+    if !out.status.success() {
+        return Err(Error::setup(
+            "htpasswd",
+            String::from_utf8_lossy(&out.stderr).trim(),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }

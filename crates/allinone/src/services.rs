@@ -77,6 +77,18 @@ pub struct Services {
     identity_http: SocketAddr,
 }
 
+/// Services started so far, stopped if the start fails half-way.
+#[derive(Debug)]
+struct StopOnDrop(Vec<Service>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        for service in &self.0 {
+            service.stop.trigger();
+        }
+    }
+}
+
 fn spawn<F>(name: &'static str, stop: Shutdown, serve: F) -> Service
 where
     F: std::future::Future<Output = Result<(), String>> + Send + 'static,
@@ -127,7 +139,8 @@ impl Services {
             url: nats_url.clone(),
         };
         let outbox = |service: &str| OutboxConfig::new(state.path("outbox").join(service));
-        let mut back = Vec::new();
+        // Started services are told to stop if a later step fails.
+        let mut back = StopOnDrop(Vec::new());
 
         let policies = state.dir("policies")?;
         for (name, text) in POLICIES {
@@ -150,7 +163,7 @@ impl Services {
             telemetry: Default::default(),
         };
         let stop = Shutdown::new();
-        back.push(spawn("authz", stop.clone(), async move {
+        back.0.push(spawn("authz", stop.clone(), async move {
             k8shell_authz::serve(
                 authz_config,
                 k8shell_authz::Listeners {
@@ -198,7 +211,7 @@ impl Services {
             telemetry: Default::default(),
         };
         let stop = Shutdown::new();
-        back.push(spawn("identity", stop.clone(), async move {
+        back.0.push(spawn("identity", stop.clone(), async move {
             k8shell_identity::serve(
                 identity_config,
                 k8shell_identity::Listeners {
@@ -231,7 +244,7 @@ impl Services {
                 .map_err(|e| Error::setup("the recordings directory", e))?,
         );
         let stop = Shutdown::new();
-        back.push(spawn("session", stop.clone(), async move {
+        back.0.push(spawn("session", stop.clone(), async move {
             k8shell_session::serve(session_config, session_listener, blobs, stop)
                 .await
                 .map_err(|e| e.to_string())
@@ -239,7 +252,7 @@ impl Services {
 
         // k8shelld in every workspace reads identity's keys from this file (bind-mounted).
         let jwks_file = state.path("jwks.json");
-        let jwks = wait_for_jwks(identity_http_addr, &mut back).await?;
+        let jwks = wait_for_jwks(identity_http_addr, &mut back.0).await?;
         write_in_place(&jwks_file, &jwks)?;
 
         let provisioner_listener = loopback().await?;
@@ -278,7 +291,7 @@ impl Services {
             .await
             .map_err(|e| Error::setup("the local runtime", e))?;
         let stop = Shutdown::new();
-        back.push(spawn("provisioner", stop.clone(), async move {
+        back.0.push(spawn("provisioner", stop.clone(), async move {
             k8shell_provisioner::serve(
                 provisioner_config,
                 provisioner_listener,
@@ -290,7 +303,7 @@ impl Services {
             .map_err(|e| e.to_string())
         }));
 
-        let mut front = Vec::new();
+        let mut front = StopOnDrop(Vec::new());
         let ssh_at = ssh_listener
             .local_addr()
             .map_err(|e| Error::io("reading the SSH listener's address", e))?;
@@ -314,7 +327,7 @@ impl Services {
         };
         k8shell_ssh_proxy::raise_open_files_limit();
         let stop = Shutdown::new();
-        front.push(spawn("ssh-proxy", stop.clone(), async move {
+        front.0.push(spawn("ssh-proxy", stop.clone(), async move {
             k8shell_ssh_proxy::serve(proxy_config, ssh_listener, stop)
                 .await
                 .map_err(|e| e.to_string())
@@ -347,15 +360,15 @@ impl Services {
             one_time_login: Some(one_time_login),
         };
         let stop = Shutdown::new();
-        front.push(spawn("api-server", stop.clone(), async move {
+        front.0.push(spawn("api-server", stop.clone(), async move {
             k8shell_api_server::serve(api_config, api_listener, stop)
                 .await
                 .map_err(|e| e.to_string())
         }));
 
         Ok(Self {
-            front,
-            back,
+            front: std::mem::take(&mut front.0),
+            back: std::mem::take(&mut back.0),
             ca,
             state_tls,
             provisioner_uri,

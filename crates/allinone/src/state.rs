@@ -138,7 +138,7 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), Error> {
         .truncate(true)
         .mode(0o600)
         .open(&temp)
-        .and_then(|mut file| file.write_all(contents))
+        .and_then(|mut file| file.write_all(contents).and_then(|()| file.sync_all()))
         .and_then(|()| std::fs::rename(&temp, path));
     written.map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }

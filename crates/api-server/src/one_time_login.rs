@@ -42,9 +42,10 @@ impl OneTimeLogins {
         Self(Mutex::new(offer))
     }
 
-    /// The username when `code` is the offered one and still valid; the offer is gone after.
-    /// An expired offer is dropped at its first use.
-    pub fn redeem(&self, code: &str, now: SystemTime) -> Option<String> {
+    /// The offer when `code` is the offered one and still valid; it is gone after (give it back
+    /// with [`OneTimeLogins::put_back`] if the sign-in then fails on our side). An expired
+    /// offer is dropped at its first use.
+    pub fn redeem(&self, code: &str, now: SystemTime) -> Option<OneTimeLogin> {
         let mut offer = self
             .0
             .lock()
@@ -59,7 +60,16 @@ impl OneTimeLogins {
         if !matches {
             return None;
         }
-        offer.take().map(|login| login.username)
+        offer.take()
+    }
+
+    /// Offers `login` again (the sign-in it was taken for did not complete).
+    pub fn put_back(&self, login: OneTimeLogin) {
+        let mut offer = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        offer.get_or_insert(login);
     }
 }
 
@@ -81,16 +91,22 @@ mod tests {
             "s3cret",
             now + Duration::from_secs(60),
         )));
-        assert_eq!(logins.redeem("wrong", now), None);
-        assert_eq!(logins.redeem("s3cret", now).as_deref(), Some("alice"));
-        assert_eq!(logins.redeem("s3cret", now), None, "a second use");
+        assert!(logins.redeem("wrong", now).is_none());
+        let taken = logins.redeem("s3cret", now).unwrap();
+        assert_eq!(taken.username, "alice");
+        assert!(logins.redeem("s3cret", now).is_none(), "a second use");
+        logins.put_back(taken);
+        assert!(
+            logins.redeem("s3cret", now).is_some(),
+            "given back after a failure"
+        );
     }
 
     #[test]
     fn an_expired_offer_is_refused_and_dropped() {
         let now = SystemTime::now();
         let logins = OneTimeLogins::new(Some(OneTimeLogin::new("alice", "c", now)));
-        assert_eq!(logins.redeem("c", now), None);
-        assert_eq!(logins.redeem("c", now - Duration::from_secs(10)), None);
+        assert!(logins.redeem("c", now).is_none());
+        assert!(logins.redeem("c", now - Duration::from_secs(10)).is_none());
     }
 }

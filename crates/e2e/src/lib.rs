@@ -172,7 +172,8 @@ impl Platform {
             output,
             started: Instant::now(),
         };
-        platform.wait_for("k8shell is ready");
+        // The last line of the welcome: everything it says is written by then.
+        platform.wait_for("stop: Ctrl-C");
         platform
     }
 

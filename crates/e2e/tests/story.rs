@@ -288,6 +288,13 @@ async fn story(hosts: &Hosts) {
     assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "out-42");
     assert_eq!(String::from_utf8_lossy(&run.stderr).trim(), "err");
 
+    // The workspace knows its own name (sudo and others look it up).
+    let named = ok(keys
+        .ssh("alice", "alice+web")
+        .unwrap()
+        .arg("hostname; grep -w \"$(hostname)\" /etc/hosts"));
+    assert!(named.starts_with("web\n127.0.1.1"), "{named}");
+
     // scp up, sftp down: the same bytes.
     let files = tempfile::tempdir().unwrap();
     let notes = files.path().join("notes.txt");
@@ -389,38 +396,39 @@ async fn story(hosts: &Hosts) {
     }
 
     // Her sessions: ssh and console, from the client host, the terminal one replayable.
-    let recorded = k8shell_testkit::poll_until("both sessions, with a stored recording", || {
-        let home = alice.path().to_owned();
-        async move {
-            let sessions = json_of(k8shell(&home).args(["sessions", "ls"]));
-            let sessions = sessions.as_array()?.clone();
-            let console = sessions
-                .iter()
-                .find(|s| s["kind"] == "console" && s["live"] == false)?;
-            assert!(
-                console["client_addr"].as_str()?.starts_with(CLIENT_IP),
-                "{console}"
-            );
-            let ssh: Vec<&Value> = sessions.iter().filter(|s| s["kind"] == "ssh").collect();
-            assert!(
-                ssh.iter()
-                    .all(|s| s["client_addr"].as_str().unwrap().starts_with(CLIENT_IP)),
-                "{ssh:?}"
-            );
-            ssh.into_iter()
-                .filter(|s| s["live"] == false)
-                .find_map(|s| {
-                    let id = s["id"].as_str()?.to_owned();
-                    let shown = json_of(k8shell(&home).args(["sessions", "show", &id]));
-                    shown["recordings"]
-                        .as_array()?
-                        .iter()
-                        .any(|r| r["complete"] == true)
-                        .then_some(id)
-                })
-        }
-    })
-    .await;
+    let (sessions, recorded) =
+        k8shell_testkit::poll_until("both sessions ended, one with a stored recording", || {
+            let home = alice.path().to_owned();
+            async move {
+                let sessions = json_of(k8shell(&home).args(["sessions", "ls"]));
+                let list = sessions.as_array()?;
+                list.iter()
+                    .find(|s| s["kind"] == "console" && s["live"] == false)?;
+                let recorded = list
+                    .iter()
+                    .filter(|s| s["kind"] == "ssh" && s["live"] == false)
+                    .find_map(|s| {
+                        let id = s["id"].as_str()?.to_owned();
+                        let shown = json_of(k8shell(&home).args(["sessions", "show", &id]));
+                        shown["recordings"]
+                            .as_array()?
+                            .iter()
+                            .any(|r| r["complete"] == true)
+                            .then_some(id)
+                    })?;
+                Some((list.clone(), recorded))
+            }
+        })
+        .await;
+    for session in &sessions {
+        let from = session["client_addr"].as_str().unwrap();
+        assert!(
+            from == CLIENT_IP || from.starts_with(&format!("{CLIENT_IP}:")),
+            "every session came from the client host: {session}"
+        );
+    }
+    assert!(sessions.iter().any(|s| s["kind"] == "console"));
+    assert!(sessions.iter().filter(|s| s["kind"] == "ssh").count() >= 5);
     let replayed =
         ok(k8shell(alice.path()).args(["sessions", "replay", &recorded, "--speed", "100"]));
     assert!(replayed.contains("typed-42"), "{replayed}");
@@ -478,15 +486,21 @@ async fn story(hosts: &Hosts) {
     let (status, said) = platform.stop();
     assert!(status.success(), "{said}");
     assert!(said.contains("stopping"), "{said}");
-    for pid_file in ["nats/nats.pid", "postgres/data/postmaster.pid"] {
-        if let Ok(pid) = std::fs::read_to_string(state.join(pid_file)) {
-            let pid = pid.lines().next().unwrap_or_default().trim();
-            assert!(
-                !Path::new(&format!("/proc/{pid}")).exists(),
-                "{pid_file} names a live process"
-            );
-        }
-    }
+    // No process of the platform is left: PostgreSQL, NATS and the registry name the state
+    // directory on their command lines.
+    let marker = state.display().to_string();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        .filter(|cmdline| cmdline.contains(&marker))
+        .collect();
+    assert!(left.is_empty(), "still running after Ctrl-C: {left:?}");
+    assert!(
+        said.find("stopping 1 workspace").is_some(),
+        "the running default workspace is stopped first: {said}"
+    );
     drop(provider);
 }
 

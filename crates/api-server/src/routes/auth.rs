@@ -552,13 +552,22 @@ pub async fn one_time_login(
         )
     };
     let code = query.get("code").map(String::as_str).unwrap_or_default();
-    let Some(username) = state
+    let Some(offer) = state
         .one_time_login
         .redeem(code, std::time::SystemTime::now())
     else {
         tracing::info!(%peer, "one-time login refused");
         return Err(refused());
     };
+    let signed_in = sign_in_once(&state, &offer.username, peer).await;
+    if signed_in.is_err() {
+        // Our failure (identity away, a refusal to be lifted) must not burn the only link.
+        state.one_time_login.put_back(offer);
+    }
+    signed_in
+}
+
+async fn sign_in_once(state: &AppState, username: &str, peer: SocketAddr) -> ApiResult<Response> {
     let user = state
         .gateway
         .backends
@@ -566,13 +575,13 @@ pub async fn one_time_login(
         .clone()
         .get_user(idpb::GetUserRequest {
             user: Some(idpb::UserSelector {
-                user: Some(idpb::user_selector::User::Username(username.clone())),
+                user: Some(idpb::user_selector::User::Username(username.to_owned())),
             }),
         })
         .await
         .map_err(|s| ApiError::from_status("the one-time login's user", &s))?
         .into_inner();
-    if let Err(reasons) = authentication(&state, &user, "one-time-login", peer).await {
+    if let Err(reasons) = authentication(state, &user, "one-time-login", peer).await {
         tracing::info!(user = %username, %peer, %reasons, "one-time login refused by authz");
         return Err(ApiError::forbidden(format!(
             "authz refused the sign-in: {reasons}"
@@ -584,7 +593,7 @@ pub async fn one_time_login(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    set_session(&state, &user, response.headers_mut()).await?;
+    set_session(state, &user, response.headers_mut()).await?;
     Ok(response)
 }
 
@@ -620,12 +629,12 @@ code{background:#8882;padding:0 .2rem}</style></head>
 fetch('/api/v1/me').then(r => r.ok ? r.json() : null).then(me => {
   document.getElementById('who').textContent = me
     ? 'Signed in as ' + me.username + '.'
-    : 'Not signed in: ';
+    : 'Not signed in. Use the one-time link k8shell-allinone printed, `k8shell login --ssh`, or ';
   const ssh = document.getElementById('ssh');
   if (me) ssh.textContent = ssh.textContent.replace('USER', me.username);
   else {
     const a = document.createElement('a');
-    a.href = '/api/v1/auth/login'; a.textContent = 'sign in';
+    a.href = '/api/v1/auth/login'; a.textContent = 'sign in with your OpenID provider';
     document.getElementById('who').append(a);
   }
 });

@@ -22,6 +22,10 @@ pub struct HostPaths<'a> {
     pub jwks: &'a Path,
     pub home: &'a Path,
     pub run_dir: &'a Path,
+    /// `/etc/hosts` naming the workspace's hostname (sudo and others look it up).
+    pub hosts: &'a Path,
+    /// The host's `/etc/resolv.conf`, as of the start.
+    pub resolv_conf: &'a Path,
 }
 
 /// The capabilities a workspace keeps (Docker's default set): k8shelld switches to the user,
@@ -116,6 +120,8 @@ pub fn spec(
     mounts.push(bind(paths.k8shelld_config, CONFIG_IN_CONTAINER, true));
     mounts.push(bind(paths.jwks, JWKS_IN_CONTAINER, true));
     mounts.push(bind(paths.run_dir, RUN_DIR_IN_CONTAINER, false));
+    mounts.push(bind(paths.hosts, "/etc/hosts", true));
+    mounts.push(bind(paths.resolv_conf, "/etc/resolv.conf", true));
     mounts.push(bind(
         paths.home,
         &format!("/home/{}", workspace.user),

@@ -191,12 +191,27 @@ impl LocalRuntime {
         netns: Option<&Path>,
     ) -> Result<(), RuntimeError> {
         let dir = self.dir(workspace.id);
+        let hosts = dir.join("hosts");
+        std::fs::write(
+            &hosts,
+            format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
+                workspace.name
+            ),
+        )
+        .map_err(RuntimeError::io("writing the workspace's /etc/hosts"))?;
+        let resolv_conf = dir.join("resolv.conf");
+        let resolvers = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+        std::fs::write(&resolv_conf, resolvers)
+            .map_err(RuntimeError::io("writing the workspace's /etc/resolv.conf"))?;
         let paths = bundle::HostPaths {
             k8shelld: &self.config.k8shelld,
             k8shelld_config: &dir.join("k8shelld.toml"),
             jwks: &self.config.jwks_file,
             home: &dir.join("home"),
             run_dir: &dir.join("run"),
+            hosts: &hosts,
+            resolv_conf: &resolv_conf,
         };
         let spec = bundle::spec(workspace, env, &paths, limits, netns)?;
         spec.save(dir.join("bundle").join("config.json"))
