@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
 use k8shell_proto::provisioner::v1 as pb;
 use k8shell_proto::provisioner::v1::provisioner_client::ProvisionerClient;
 use tonic::transport::Channel;
@@ -144,14 +143,7 @@ fn public_key_files(ssh_dir: &Path) -> Vec<PathBuf> {
 pub fn one_time_login(
     username: &str,
 ) -> Result<(k8shell_api_server::one_time_login::OneTimeLogin, String), Error> {
-    let mut bytes = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).map_err(|_| {
-        Error::Setup {
-            what: "the one-time sign-in".to_owned(),
-            detail: "no randomness available".to_owned(),
-        }
-    })?;
-    let code = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let code = crate::random_token()?;
     let offer = k8shell_api_server::one_time_login::OneTimeLogin::new(
         username,
         &code,

@@ -208,12 +208,27 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A free TCP port on loopback.
-fn free_port() -> Result<u16, Error> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| Error::io("finding a free port", e))
+/// Two different free TCP ports on loopback (both held while choosing).
+fn free_ports() -> Result<[u16; 2], Error> {
+    let bind = || {
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("finding a free port", e))
+    };
+    let (a, b) = (bind()?, bind()?);
+    let port = |l: &std::net::TcpListener| {
+        l.local_addr()
+            .map(|a| a.port())
+            .map_err(|e| Error::io("finding a free port", e))
+    };
+    Ok([port(&a)?, port(&b)?])
+}
+
+/// 32 random bytes, URL-safe base64: passwords and codes.
+fn random_token() -> Result<String, Error> {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| Error::setup("drawing a secret", "no randomness available"))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// The children, stopped in reverse order of start.
@@ -296,10 +311,9 @@ async fn serve(
                     "5000 to 5099 are all taken on 127.0.0.1",
                 )
             })?;
-        let (_, password) = bootstrap::one_time_login("registry")?;
         Ok(state::Settings {
             registry_port,
-            registry_password: password,
+            registry_password: random_token()?,
             default_workspace_made: false,
         })
     })?;
@@ -307,10 +321,10 @@ async fn serve(
         .postgres
         .insert(postgres::Postgres::start(state).await?);
     let database_url = postgres.url.clone();
-    let nats_url = children
+    let nats = children
         .nats
         .insert(nats::Nats::start(state).await?)
-        .url
+        .config
         .clone();
     let registry = children
         .registry
@@ -351,7 +365,7 @@ async fn serve(
         config,
         state,
         database_url,
-        nats_url,
+        nats,
         registry,
         blueprint_dir: blueprint_dir.clone(),
         admin: admin.bootstrap(),

@@ -46,7 +46,7 @@ pub struct Inputs<'a> {
     pub config: &'a Config,
     pub state: &'a StateDir,
     pub database_url: String,
-    pub nats_url: String,
+    pub nats: NatsConfig,
     pub registry: RegistryAccess,
     pub blueprint_dir: PathBuf,
     pub admin: k8shell_identity::BootstrapAdmin,
@@ -119,7 +119,7 @@ impl Services {
             config,
             state,
             database_url,
-            nats_url,
+            nats: nats_config,
             registry,
             blueprint_dir,
             admin,
@@ -135,9 +135,7 @@ impl Services {
                 .map_err(|e| Error::setup(format!("a certificate for {service}"), e))
         };
         let database = || DatabaseConfig::new(database_url.clone());
-        let nats = || NatsConfig {
-            url: nats_url.clone(),
-        };
+        let nats = || nats_config.clone();
         let outbox = |service: &str| OutboxConfig::new(state.path("outbox").join(service));
         // Started services are told to stop if a later step fails.
         let mut back = StopOnDrop(Vec::new());

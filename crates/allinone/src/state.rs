@@ -151,7 +151,8 @@ mod tests {
 
     #[test]
     fn a_second_open_is_refused_with_the_holders_pid_and_an_unclean_stop_is_noticed() {
-        let dir = tempfile_dir();
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join("state");
         let (mut state, unclean) = StateDir::open(&dir).unwrap();
         assert_eq!(unclean, None);
         match StateDir::open(&dir) {
@@ -167,12 +168,12 @@ mod tests {
         drop(state);
         let (_state, unclean) = StateDir::open(&dir).unwrap();
         assert_eq!(unclean, None);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn settings_are_chosen_once() {
-        let dir = tempfile_dir();
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_owned();
         let (state, _) = StateDir::open(&dir).unwrap();
         let first = Settings {
             registry_port: 5000,
@@ -189,16 +190,5 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    fn tempfile_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "k8shell-allinone-state-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
     }
 }

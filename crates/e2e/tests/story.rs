@@ -454,6 +454,47 @@ async fn story(hosts: &Hosts) {
     ]));
     assert!(!denied.as_array().unwrap().is_empty(), "{denied}");
 
+    // ops ends her live session: the word goes from the session service over NATS to the
+    // proxy, which tells her and closes the connection.
+    let mut live = keys
+        .ssh_with("alice", "alice+web", &["-tt"])
+        .unwrap()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut live_in = live.stdin.take().unwrap();
+    live_in.write_all(b"echo ready-to-be-ended\n").unwrap();
+    let session = k8shell_testkit::poll_until("her live session", || {
+        let home = alice.path().to_owned();
+        async move {
+            let sessions = json_of(k8shell(&home).args(["sessions", "ls", "--live"]));
+            sessions
+                .as_array()?
+                .iter()
+                .find(|s| s["kind"] == "ssh" && s["live"] == true)
+                .and_then(|s| s["id"].as_str().map(str::to_owned))
+        }
+    })
+    .await;
+    ok(k8shell(ops.path()).args(["sessions", "kill", &session, "--reason", "maintenance"]));
+    // Not a speed limit: a session that is never ended would otherwise hang the suite.
+    let ended = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || live.wait_with_output().unwrap()),
+    )
+    .await
+    .expect("the killed session did not end")
+    .unwrap();
+    drop(live_in);
+    let told = format!(
+        "{}{}",
+        String::from_utf8_lossy(&ended.stdout),
+        String::from_utf8_lossy(&ended.stderr)
+    );
+    assert!(told.contains("maintenance"), "she is told why: {told}");
+
     // Stop and start keep her files.
     ok(k8shell(alice.path()).args(["ws", "stop", "web"]));
     ok(k8shell(alice.path()).args(["ws", "start", "web"]));

@@ -52,6 +52,7 @@ async fn start() -> Proxy {
         provisioner_uri: service(),
         nats: NatsConfig {
             url: format!("nats://127.0.0.1:{}", nowhere()),
+            token_file: None,
         },
         outbox: OutboxConfig::new(dir.path().join("outbox")),
         spool_dir: dir.path().join("spool"),

@@ -221,7 +221,10 @@ impl Services {
                 listen: session_listener.local_addr().unwrap(),
                 tls: tls("session"),
             },
-            nats: NatsConfig { url: nats.url() },
+            nats: NatsConfig {
+                url: nats.url(),
+                token_file: None,
+            },
             outbox: OutboxConfig::new(dir.path().join("session-outbox")),
             recordings: k8shell_session::RecordingsConfig::new(dir.path().join("recordings")),
             retention: Default::default(),
@@ -258,7 +261,10 @@ impl Services {
                 tls: tls("provisioner"),
             },
             authz_uri: authz_uri.clone(),
-            nats: NatsConfig { url: nats.url() },
+            nats: NatsConfig {
+                url: nats.url(),
+                token_file: None,
+            },
             outbox: OutboxConfig::new(dir.path().join("provisioner-outbox")),
             images: k8shell_provisioner::ImagesConfig {
                 repository: format!("{}/workspaces", registry.host()),

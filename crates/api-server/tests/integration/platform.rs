@@ -99,6 +99,7 @@ impl Platform {
             jwks: JwksConfig::file(&services.jwks_file),
             nats: NatsConfig {
                 url: services.nats.url(),
+                token_file: None,
             },
             outbox: OutboxConfig::new(dir.join("api-outbox")),
             spool_dir: dir.join("api-spool"),
@@ -216,6 +217,7 @@ fn start_proxy(
         provisioner_uri: services.provisioner_uri.clone(),
         nats: NatsConfig {
             url: services.nats.url(),
+            token_file: None,
         },
         outbox: OutboxConfig::new(dir.join("proxy-outbox")),
         spool_dir: dir.join("proxy-spool"),

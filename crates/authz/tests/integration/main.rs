@@ -66,7 +66,10 @@ async fn start() -> Authz {
         },
         bundle_dir: dir.path().join("bundle"),
         reload_every: Duration::from_millis(50),
-        nats: Some(NatsConfig { url: nats.url() }),
+        nats: Some(NatsConfig {
+            url: nats.url(),
+            token_file: None,
+        }),
         outbox: Some(outbox),
         metrics_listen: None,
         telemetry: Default::default(),
@@ -238,6 +241,7 @@ async fn every_decision_is_logged_without_secrets_in_postgres_and_on_nats() {
     let client = k8shell_common::events::connect(
         &NatsConfig {
             url: authz.nats.url(),
+            token_file: None,
         },
         "test",
     )

@@ -116,6 +116,9 @@ pub const TRACE: StreamSpec = StreamSpec {
 pub struct NatsConfig {
     /// `nats://host:4222`; several may be given separated by commas.
     pub url: String,
+    /// A file holding the server's authorization token, if it wants one.
+    #[serde(default)]
+    pub token_file: Option<crate::config::SecretFile>,
 }
 
 /// Connects to NATS. Returns at once even when NATS is down: the client keeps trying in the
@@ -124,7 +127,14 @@ pub async fn connect(
     config: &NatsConfig,
     client_name: &str,
 ) -> Result<async_nats::Client, EventError> {
-    let options = async_nats::ConnectOptions::new()
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some(file) = &config.token_file {
+        let token = file
+            .read()
+            .map_err(|e| EventError::JetStream(format!("NATS token: {e}")))?;
+        options = options.token(token.expose().to_owned());
+    }
+    let options = options
         .name(client_name)
         .retry_on_initial_connect()
         .max_reconnects(None)

@@ -22,9 +22,15 @@ fn failure(n: usize) -> Event<AuthFailure> {
 }
 
 async fn jetstream(nats: &Nats) -> jetstream::Context {
-    let client = connect(&NatsConfig { url: nats.url() }, "k8shell-test")
-        .await
-        .unwrap();
+    let client = connect(
+        &NatsConfig {
+            url: nats.url(),
+            token_file: None,
+        },
+        "k8shell-test",
+    )
+    .await
+    .unwrap();
     jetstream::new(client)
 }
 

@@ -108,7 +108,10 @@ impl Platform {
                     .unwrap(),
             },
             authz_uri: format!("https://localhost:{}", authz_addr.port()),
-            nats: NatsConfig { url: nats.url() },
+            nats: NatsConfig {
+                url: nats.url(),
+                token_file: None,
+            },
             outbox: OutboxConfig::new(dir.join("outbox")),
             images: ImagesConfig {
                 repository: format!("{}/workspaces", base.registry.host()),

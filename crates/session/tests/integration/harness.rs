@@ -84,7 +84,10 @@ impl Harness {
         let mut config = Config {
             database: DatabaseConfig::new(url),
             grpc: GrpcConfig { listen: addr, tls },
-            nats: NatsConfig { url: nats.url() },
+            nats: NatsConfig {
+                url: nats.url(),
+                token_file: None,
+            },
             outbox: OutboxConfig::new(dir.path().join("outbox")),
             recordings,
             retention: RetentionConfig::default(),

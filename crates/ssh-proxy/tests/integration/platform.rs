@@ -59,6 +59,7 @@ impl Platform {
             provisioner_uri: services.provisioner_uri.clone(),
             nats: NatsConfig {
                 url: services.nats.url(),
+                token_file: None,
             },
             outbox: OutboxConfig::new(services.dir.path().join("proxy-outbox")),
             spool_dir: services.dir.path().join("spool"),
