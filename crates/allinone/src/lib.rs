@@ -54,6 +54,19 @@ pub struct Config {
     pub drain: Duration,
     /// Where mmdebstrap fetches Debian from.
     pub mirror: String,
+    /// An existing registry for images instead of the registry child.
+    pub registry: Option<ExistingRegistry>,
+}
+
+/// A registry that already runs (Harbor, a company registry).
+#[derive(Debug, Clone)]
+pub struct ExistingRegistry {
+    /// `host[:port][/path]`: images go under `<this>/k8shell/…`.
+    pub host: String,
+    /// A docker-style `auth.json` with its credentials.
+    pub auth_file: Option<PathBuf>,
+    /// Verify its TLS certificate (off only for a plain-HTTP registry on a trusted network).
+    pub tls_verify: bool,
 }
 
 /// An OpenID Connect provider.
@@ -326,11 +339,18 @@ async fn serve(
         .insert(nats::Nats::start(state).await?)
         .config
         .clone();
-    let registry = children
-        .registry
-        .insert(registry::Registry::start(state, &settings).await?)
-        .access
-        .clone();
+    let registry = match &config.registry {
+        Some(existing) => registry::RegistryAccess {
+            host: existing.host.trim_end_matches('/').to_owned(),
+            tls_verify: existing.tls_verify,
+            auth_file: existing.auth_file.clone(),
+        },
+        None => children
+            .registry
+            .insert(registry::Registry::start(state, &settings).await?)
+            .access
+            .clone(),
+    };
     println!(
         "  PostgreSQL, NATS and the registry are up ({:.1} s)",
         started.elapsed().as_secs_f64()
@@ -564,6 +584,7 @@ mod tests {
             default_workspace: true,
             drain: Duration::from_secs(5),
             mirror: images::DEFAULT_MIRROR.to_owned(),
+            registry: None,
         }
     }
 

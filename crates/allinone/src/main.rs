@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use k8shell_allinone::{Base, Config, OidcSettings};
+use k8shell_allinone::{Base, Config, ExistingRegistry, OidcSettings};
 use k8shell_common::shutdown::Shutdown;
 
 /// Every k8shell service on this machine, with PostgreSQL, NATS and a registry of its own.
@@ -72,6 +72,16 @@ struct Args {
     /// The Debian mirror the base image is made from.
     #[arg(long, default_value = k8shell_allinone::images::DEFAULT_MIRROR)]
     mirror: String,
+    /// An existing registry (`host[:port][/path]`) instead of the one kept in the state
+    /// directory.
+    #[arg(long)]
+    registry: Option<String>,
+    /// Its credentials, as a docker-style auth.json.
+    #[arg(long, requires = "registry")]
+    registry_auth_file: Option<PathBuf>,
+    /// It speaks plain HTTP (a lab registry on a trusted network).
+    #[arg(long, requires = "registry")]
+    registry_insecure: bool,
     /// How long SSH sessions and terminals may go on after Ctrl-C.
     #[arg(long, default_value = "5s", value_parser = humantime_duration)]
     drain: Duration,
@@ -156,6 +166,11 @@ fn config(args: Args) -> anyhow::Result<Config> {
         default_workspace: !args.no_default_workspace,
         drain: args.drain,
         mirror: args.mirror,
+        registry: args.registry.map(|host| ExistingRegistry {
+            host,
+            auth_file: args.registry_auth_file,
+            tls_verify: !args.registry_insecure,
+        }),
     })
 }
 
