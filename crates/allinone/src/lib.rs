@@ -381,7 +381,7 @@ async fn serve(
         println!("  note: {note}");
     }
     let (offer, code) = bootstrap::one_time_login(&admin.username)?;
-    let services = services::Services::start(services::Inputs {
+    let mut services = services::Services::start(services::Inputs {
         config,
         state,
         database_url,

@@ -14,6 +14,7 @@ use k8shell_common::jwks::JwksConfig;
 use k8shell_common::shutdown::Shutdown;
 use k8shell_common::tls::{LocalCa, ReloadingTls, TlsFiles};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
@@ -75,6 +76,8 @@ pub struct Services {
     pub provisioner_uri: String,
     pub jwks_file: PathBuf,
     identity_http: SocketAddr,
+    /// Names of services whose task returned.
+    ended: mpsc::UnboundedReceiver<&'static str>,
 }
 
 /// Services started so far, stopped if the start fails half-way.
@@ -89,14 +92,25 @@ impl Drop for StopOnDrop {
     }
 }
 
-fn spawn<F>(name: &'static str, stop: Shutdown, serve: F) -> Service
+/// Runs `serve`; its name goes to `ended` when it returns.
+fn spawn<F>(
+    name: &'static str,
+    stop: Shutdown,
+    ended: &mpsc::UnboundedSender<&'static str>,
+    serve: F,
+) -> Service
 where
     F: std::future::Future<Output = Result<(), String>> + Send + 'static,
 {
+    let ended = ended.clone();
     Service {
         name,
         stop,
-        task: tokio::spawn(serve),
+        task: tokio::spawn(async move {
+            let outcome = serve.await;
+            let _ = ended.send(name);
+            outcome
+        }),
     }
 }
 
@@ -138,6 +152,7 @@ impl Services {
         let nats = || nats_config.clone();
         let outbox = |service: &str| OutboxConfig::new(state.path("outbox").join(service));
         // Started services are told to stop if a later step fails.
+        let (ended_tx, ended) = mpsc::unbounded_channel();
         let mut back = StopOnDrop(Vec::new());
 
         let policies = state.dir("policies")?;
@@ -161,18 +176,19 @@ impl Services {
             telemetry: Default::default(),
         };
         let stop = Shutdown::new();
-        back.0.push(spawn("authz", stop.clone(), async move {
-            k8shell_authz::serve(
-                authz_config,
-                k8shell_authz::Listeners {
-                    grpc: authz_listener,
-                    metrics: None,
-                },
-                stop,
-            )
-            .await
-            .map_err(|e| e.to_string())
-        }));
+        back.0
+            .push(spawn("authz", stop.clone(), &ended_tx, async move {
+                k8shell_authz::serve(
+                    authz_config,
+                    k8shell_authz::Listeners {
+                        grpc: authz_listener,
+                        metrics: None,
+                    },
+                    stop,
+                )
+                .await
+                .map_err(|e| e.to_string())
+            }));
 
         let identity_grpc = loopback().await?;
         let identity_http = loopback().await?;
@@ -209,18 +225,19 @@ impl Services {
             telemetry: Default::default(),
         };
         let stop = Shutdown::new();
-        back.0.push(spawn("identity", stop.clone(), async move {
-            k8shell_identity::serve(
-                identity_config,
-                k8shell_identity::Listeners {
-                    grpc: identity_grpc,
-                    http: identity_http,
-                },
-                stop,
-            )
-            .await
-            .map_err(|e| e.to_string())
-        }));
+        back.0
+            .push(spawn("identity", stop.clone(), &ended_tx, async move {
+                k8shell_identity::serve(
+                    identity_config,
+                    k8shell_identity::Listeners {
+                        grpc: identity_grpc,
+                        http: identity_http,
+                    },
+                    stop,
+                )
+                .await
+                .map_err(|e| e.to_string())
+            }));
 
         let session_listener = loopback().await?;
         let (session_addr, session_uri) = uri(&session_listener)?;
@@ -242,11 +259,12 @@ impl Services {
                 .map_err(|e| Error::setup("the recordings directory", e))?,
         );
         let stop = Shutdown::new();
-        back.0.push(spawn("session", stop.clone(), async move {
-            k8shell_session::serve(session_config, session_listener, blobs, stop)
-                .await
-                .map_err(|e| e.to_string())
-        }));
+        back.0
+            .push(spawn("session", stop.clone(), &ended_tx, async move {
+                k8shell_session::serve(session_config, session_listener, blobs, stop)
+                    .await
+                    .map_err(|e| e.to_string())
+            }));
 
         // k8shelld in every workspace reads identity's keys from this file (bind-mounted).
         let jwks_file = state.path("jwks.json");
@@ -289,17 +307,18 @@ impl Services {
             .await
             .map_err(|e| Error::setup("the local runtime", e))?;
         let stop = Shutdown::new();
-        back.0.push(spawn("provisioner", stop.clone(), async move {
-            k8shell_provisioner::serve(
-                provisioner_config,
-                provisioner_listener,
-                runtime,
-                Arc::new(k8shell_provisioner::clock::SystemClock),
-                stop,
-            )
-            .await
-            .map_err(|e| e.to_string())
-        }));
+        back.0
+            .push(spawn("provisioner", stop.clone(), &ended_tx, async move {
+                k8shell_provisioner::serve(
+                    provisioner_config,
+                    provisioner_listener,
+                    runtime,
+                    Arc::new(k8shell_provisioner::clock::SystemClock),
+                    stop,
+                )
+                .await
+                .map_err(|e| e.to_string())
+            }));
 
         let mut front = StopOnDrop(Vec::new());
         let ssh_at = ssh_listener
@@ -325,11 +344,13 @@ impl Services {
         };
         k8shell_ssh_proxy::raise_open_files_limit();
         let stop = Shutdown::new();
-        front.0.push(spawn("ssh-proxy", stop.clone(), async move {
-            k8shell_ssh_proxy::serve(proxy_config, ssh_listener, stop)
-                .await
-                .map_err(|e| e.to_string())
-        }));
+        front
+            .0
+            .push(spawn("ssh-proxy", stop.clone(), &ended_tx, async move {
+                k8shell_ssh_proxy::serve(proxy_config, ssh_listener, stop)
+                    .await
+                    .map_err(|e| e.to_string())
+            }));
 
         let api_config = k8shell_api_server::Config {
             listen: config.listen_api,
@@ -358,11 +379,13 @@ impl Services {
             one_time_login: Some(one_time_login),
         };
         let stop = Shutdown::new();
-        front.0.push(spawn("api-server", stop.clone(), async move {
-            k8shell_api_server::serve(api_config, api_listener, stop)
-                .await
-                .map_err(|e| e.to_string())
-        }));
+        front
+            .0
+            .push(spawn("api-server", stop.clone(), &ended_tx, async move {
+                k8shell_api_server::serve(api_config, api_listener, stop)
+                    .await
+                    .map_err(|e| e.to_string())
+            }));
 
         Ok(Self {
             front: std::mem::take(&mut front.0),
@@ -372,6 +395,7 @@ impl Services {
             provisioner_uri,
             jwks_file,
             identity_http: identity_http_addr,
+            ended,
         })
     }
 
@@ -387,18 +411,9 @@ impl Services {
     }
 
     /// Resolves when a service stops on its own (its error is logged when everything stops).
-    pub async fn stopped_on_its_own(&self) -> &'static str {
-        loop {
-            if let Some(service) = self
-                .front
-                .iter()
-                .chain(&self.back)
-                .find(|service| service.task.is_finished())
-            {
-                return service.name;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+    pub async fn stopped_on_its_own(&mut self) -> &'static str {
+        // Every task holds a sender, so the channel stays open while any runs.
+        self.ended.recv().await.unwrap_or("every service")
     }
 
     /// Re-reads identity's keys every minute, so workspaces verify tokens signed after a

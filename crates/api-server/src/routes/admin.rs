@@ -21,7 +21,7 @@ pub struct UserList {
     pub next_cursor: Option<String>,
 }
 
-fn named(username: &str) -> Option<idpb::UserSelector> {
+pub(crate) fn named(username: &str) -> Option<idpb::UserSelector> {
     Some(idpb::UserSelector {
         user: Some(idpb::user_selector::User::Username(username.to_owned())),
     })

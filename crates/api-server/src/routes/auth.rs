@@ -574,9 +574,7 @@ async fn sign_in_once(state: &AppState, username: &str, peer: SocketAddr) -> Api
         .identity
         .clone()
         .get_user(idpb::GetUserRequest {
-            user: Some(idpb::UserSelector {
-                user: Some(idpb::user_selector::User::Username(username.to_owned())),
-            }),
+            user: crate::routes::admin::named(username),
         })
         .await
         .map_err(|s| ApiError::from_status("the one-time login's user", &s))?
