@@ -21,8 +21,38 @@ let
     ];
   };
 
+  # The web console (crates/console/web): npm packages from the committed lockfile (importNpmLock
+  # reads its integrity hashes, so no extra hash is kept here), type-checked and built by Vite.
+  # k8shell-api embeds the result (crates/console/build.rs reads K8SHELL_CONSOLE_DIST).
+  consoleRoot = src + "/crates/console/web";
+  console = pkgs.buildNpmPackage {
+    pname = "k8shell-console";
+    version = "0.1.0";
+    src = lib.fileset.toSource {
+      root = consoleRoot;
+      fileset = lib.fileset.unions [
+        (consoleRoot + "/package.json")
+        (consoleRoot + "/package-lock.json")
+        (consoleRoot + "/index.html")
+        (consoleRoot + "/tsconfig.json")
+        (consoleRoot + "/vite.config.ts")
+        (consoleRoot + "/vitest.e2e.config.ts")
+        (consoleRoot + "/src")
+        (consoleRoot + "/e2e")
+      ];
+    };
+    npmDeps = pkgs.importNpmLock { npmRoot = consoleRoot; };
+    npmConfigHook = pkgs.importNpmLock.npmConfigHook;
+    npmBuildScript = "build";
+    # The unit tests run here too (jsdom, no browser).
+    doCheck = true;
+    checkPhase = "npx vitest run";
+    installPhase = "cp -r dist $out";
+  };
+
   commonArgs = {
     src = workspaceSource;
+    K8SHELL_CONSOLE_DIST = console;
     strictDeps = true;
     # protox compiles the .proto files in Rust: no protoc needed.
     nativeBuildInputs = [ ];
@@ -53,6 +83,7 @@ let
     });
 
   packages = lib.mapAttrs buildBinary binaries // {
+    inherit console;
     # Statically linked (glibc, crt-static, as scripts/test builds it), so that it runs in any
     # workspace image. An explicit target keeps build scripts and proc-macros dynamic.
     k8shelld-static = craneLib.buildPackage (commonArgs // {
@@ -78,7 +109,7 @@ let
       # tests the npm package oidc-provider, the image builds and the local runtime root (buildah,
       # runc, network namespaces), which the build sandbox has not, nor have the ssh-proxy's
       # end-to-end tests (workspaces under runc); scripts/test runs them.
-      cargoNextestExtraArgs = "--workspace --no-fail-fast -E 'not test(/^container::/) and not test(/^oidc::/) and not binary(oci) and not test(build_pushes_once) and not (binary_id(k8shell-provisioner::integration) and (test(/^local_runtime::/) or test(/^service::/))) and not binary_id(k8shell-ssh-proxy::integration) and not binary_id(k8shell-api-server::integration) and not binary_id(k8shell-cli::integration) and not binary_id(k8shell-e2e::story)'";
+      cargoNextestExtraArgs = "--workspace --no-fail-fast -E 'not test(/^container::/) and not test(/^oidc::/) and not binary(oci) and not test(build_pushes_once) and not (binary_id(k8shell-provisioner::integration) and (test(/^local_runtime::/) or test(/^service::/))) and not binary_id(k8shell-ssh-proxy::integration) and not binary_id(k8shell-api-server::integration) and not binary_id(k8shell-cli::integration) and not binary_id(k8shell-e2e::story) and not binary_id(k8shell-e2e::console)'";
     });
   } // packages;
   # `nix run .#up`: the all-in-one platform with the machine's tools from nixpkgs, state in

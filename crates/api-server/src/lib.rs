@@ -8,6 +8,7 @@
 
 pub mod caller;
 mod config;
+mod console;
 pub mod cookies;
 pub mod evaluate;
 mod extract;
@@ -16,6 +17,7 @@ pub mod one_time_login;
 pub mod problem;
 mod ratelimit;
 pub mod routes;
+mod screen_at;
 mod ssh_login;
 mod state;
 mod terminal;
@@ -177,7 +179,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
     result
 }
 
-/// Every route: `/api/v1`, the device confirmation page, health and metrics.
+/// Every route: `/api/v1`, the device confirmation page, health, metrics and the console.
 pub fn router(state: Arc<AppState>) -> Router {
     let openapi: Arc<str> = Arc::from(routes::openapi_json());
     let metrics = state.metrics.registry.router();
@@ -185,14 +187,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .nest("/api/v1", routes::api(openapi))
         .route("/device", get(routes::auth::device_page))
         .route("/login/once", get(routes::auth::one_time_login))
-        .route("/", get(routes::auth::home_page))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .fallback(|| async {
-            problem::ApiError::not_found(
-                "no such path: the API is under /api/v1 (see /api/v1/openapi.json)",
-            )
-        })
+        // Everything else is the console's (index.html for its page paths).
+        .fallback(console::serve)
         // A panic becomes a problem inside `observe`, so that it is logged and counted.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_panic: Box<dyn std::any::Any + Send>| {

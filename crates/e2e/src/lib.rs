@@ -132,7 +132,7 @@ pub fn built(name: &str, package: &str) -> PathBuf {
     let path = profile_dir.join(name);
     assert!(
         path.exists(),
-        "{} is missing: build it with `cargo build -p {package}` (cargo nextest run --workspace does)",
+        "{} is missing: build it with `cargo build -p {package}` (scripts/test does)",
         path.display()
     );
     path
@@ -255,4 +255,64 @@ impl Drop for Platform {
                 .output();
         }
     }
+}
+
+/// The platform's URL as clients on the client host reach it.
+pub const URL: &str = "http://10.77.0.1:8080";
+
+/// The lab's OpenID provider on the platform host, with `accounts`, allowing the all-in-one's
+/// callback; its client secret in a file, as an operator keeps it.
+#[derive(Debug)]
+pub struct OpenId {
+    pub provider: k8shell_testkit::OidcProvider,
+    pub secret: tempfile::NamedTempFile,
+}
+
+impl OpenId {
+    pub fn start(hosts: &Hosts, accounts: &serde_json::Value) -> Self {
+        let callback = format!("{URL}/api/v1/auth/callback");
+        let provider = k8shell_testkit::OidcProvider::start_on(
+            &[&callback],
+            accounts,
+            PLATFORM_IP,
+            Some(&Hosts::path(&hosts.platform)),
+        )
+        .unwrap();
+        let secret = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(secret.path(), &provider.client_secret).unwrap();
+        Self { provider, secret }
+    }
+}
+
+/// The all-in-one's options for the lab: listening on the platform host, `root-admin` with
+/// `admin_key` as the bootstrap administrator, the tests' static k8shelld, the busybox base,
+/// and sign-in through `openid` for `example.com` addresses.
+pub fn lab_args(admin_key: &Path, openid: &OpenId) -> Vec<String> {
+    let k8shelld = k8shell_testkit::static_k8shelld(None).unwrap();
+    [
+        "--listen-ssh",
+        "10.77.0.1:2222",
+        "--listen-api",
+        "10.77.0.1:8080",
+        "--public-url",
+        URL,
+        "--admin",
+        "root-admin",
+        "--admin-key",
+        &admin_key.display().to_string(),
+        "--k8shelld",
+        &k8shelld.display().to_string(),
+        "--base",
+        "busybox",
+        "--oidc-issuer",
+        &openid.provider.issuer,
+        "--oidc-client-id",
+        &openid.provider.client_id,
+        "--oidc-client-secret-file",
+        &openid.secret.path().display().to_string(),
+        "--oidc-allowed-domain",
+        "example.com",
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }

@@ -7,18 +7,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use k8shell_e2e::{CLIENT_IP, Hosts, PLATFORM_IP, Platform, built};
-use k8shell_testkit::{Browser, OidcProvider, SshClient};
+use k8shell_e2e::{CLIENT_IP, Hosts, OpenId, PLATFORM_IP, Platform, URL, built, lab_args};
+use k8shell_testkit::{Browser, SshClient};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-
-const URL: &str = "http://10.77.0.1:8080";
 
 /// `k8shell` on the client host with its own home, talking to the platform.
 fn k8shell(home: &Path) -> Command {
@@ -89,51 +87,17 @@ fn the_platform_host_serves_users_on_a_client_host() {
 }
 
 async fn story(hosts: &Hosts) {
-    let callback = format!("{URL}/api/v1/auth/callback");
-    let provider = OidcProvider::start_on(
-        &[&callback],
+    let openid = OpenId::start(
+        hosts,
         &json!({"ops": {"email": "ops@example.com", "email_verified": true,
                         "preferred_username": "ops", "groups": ["admins", "k8shell-users"]}}),
-        PLATFORM_IP,
-        Some(&Hosts::path(&hosts.platform)),
-    )
-    .unwrap();
-    let secret = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(secret.path(), &provider.client_secret).unwrap();
+    );
     // Keys first: the bootstrap administrator's is given at start.
     let keys = SshClient::new(PLATFORM_IP, 2222, "unknown yet").unwrap();
     let root_key = keys.keygen("root").unwrap();
-    let static_k8shelld = k8shell_testkit::static_k8shelld(None).unwrap();
-    let secret_path = secret.path().display().to_string();
-    let root_pub = format!("{}.pub", root_key.display());
-    let k8shelld = static_k8shelld.display().to_string();
-    let mut platform = Platform::start(
-        hosts,
-        &[
-            "--listen-ssh",
-            "10.77.0.1:2222",
-            "--listen-api",
-            "10.77.0.1:8080",
-            "--public-url",
-            URL,
-            "--admin",
-            "root-admin",
-            "--admin-key",
-            &root_pub,
-            "--k8shelld",
-            &k8shelld,
-            "--base",
-            "busybox",
-            "--oidc-issuer",
-            &provider.issuer,
-            "--oidc-client-id",
-            &provider.client_id,
-            "--oidc-client-secret-file",
-            &secret_path,
-            "--oidc-allowed-domain",
-            "example.com",
-        ],
-    );
+    let root_pub = PathBuf::from(format!("{}.pub", root_key.display()));
+    let args = lab_args(&root_pub, &openid);
+    let mut platform = Platform::start(hosts, &args.iter().map(String::as_str).collect::<Vec<_>>());
     let said = platform.said();
     assert!(said.contains("ssh -p 2222 root-admin@10.77.0.1"), "{said}");
     assert!(
@@ -209,7 +173,7 @@ async fn story(hosts: &Hosts) {
     }
     let (link, code) = (link.unwrap(), code.unwrap());
     let approved = tokio::task::spawn_blocking({
-        let callback = callback.clone();
+        let callback = format!("{URL}/api/v1/auth/callback");
         move || {
             let mut browser = Browser::new();
             let (status, to_login) = browser.open(&link).unwrap();
@@ -542,7 +506,7 @@ async fn story(hosts: &Hosts) {
         said.find("stopping 1 workspace").is_some(),
         "the running default workspace is stopped first: {said}"
     );
-    drop(provider);
+    drop(openid);
 }
 
 /// The platform host's interface names.

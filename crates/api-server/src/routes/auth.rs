@@ -595,50 +595,6 @@ async fn sign_in_once(state: &AppState, username: &str, peer: SocketAddr) -> Api
     Ok(response)
 }
 
-/// `/`: who is signed in, and the ways in, until the console serves this page.
-pub async fn home_page(state: State) -> Response {
-    let ssh = state
-        .ssh_command("USER")
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;");
-    let page = HOME_PAGE.replace("{{ssh}}", &ssh);
-    let mut response = Html(page).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'"),
-    );
-    response
-}
-
-const HOME_PAGE: &str = r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>k8shell</title>
-<meta name="viewport" content="width=device-width">
-<style>body{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem}
-code{background:#8882;padding:0 .2rem}</style></head>
-<body><h1>k8shell</h1>
-<p id="who" role="status">Checking who you are…</p>
-<ul>
-<li>SSH: <code id="ssh">{{ssh}}</code></li>
-<li>CLI: <code>k8shell login</code>, then <code>k8shell ws ls</code></li>
-<li>API: <a href="/api/v1/openapi.json">/api/v1/openapi.json</a></li>
-</ul>
-<script>
-fetch('/api/v1/me').then(r => r.ok ? r.json() : null).then(me => {
-  document.getElementById('who').textContent = me
-    ? 'Signed in as ' + me.username + '.'
-    : 'Not signed in. Use the one-time link k8shell-allinone printed, `k8shell login --ssh`, or ';
-  const ssh = document.getElementById('ssh');
-  if (me) ssh.textContent = ssh.textContent.replace('USER', me.username);
-  else {
-    const a = document.createElement('a');
-    a.href = '/api/v1/auth/login'; a.textContent = 'sign in with your OpenID provider';
-    document.getElementById('who').append(a);
-  }
-});
-</script></body></html>
-"#;
-
 /// Where users confirm a device login: a small page of its own until the console serves one.
 pub async fn device_page(
     state: State,

@@ -358,6 +358,9 @@ pub struct RecordingQuery {
     /// Start at this many seconds into the recording (the header comes first, times stay as
     /// recorded): a player seeks without downloading what lies before.
     pub from: Option<f64>,
+    /// With `from`: open with the screen as it was at `from` (one resize and one output event
+    /// at that time, after the header), so that a player shows the right screen at once.
+    pub screen: Option<bool>,
 }
 
 #[utoipa::path(get, path = "/recordings/{id}", tag = "sessions",
@@ -413,15 +416,18 @@ pub async fn recording(
             "use either `from` or a Range header, not both",
         ));
     }
+    let screen = query.screen.unwrap_or(false) && from > 0.0 && range.is_none();
     let stream = sessions
         .read(spb::ReadRequest {
             recording_id: Some(id.into()),
-            from_time: from,
+            // The screen at `from` is made of everything before it.
+            from_time: if screen { 0.0 } else { from },
         })
         .await
         .map_err(|s| ApiError::from_status("the recording", &s))?
         .into_inner();
     let mut response = match range {
+        None if screen => Response::new(Body::from_stream(screen_at(stream, from))),
         None => {
             let body = stream.map(|part| part.map(|p| bytes::Bytes::from(p.data)));
             let mut response = Response::new(Body::from_stream(body));
@@ -468,6 +474,31 @@ pub async fn recording(
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     Ok(response)
+}
+
+/// The recording from `from` on, opened by the screen at `from` (see `ScreenAt`).
+fn screen_at(
+    stream: tonic::Streaming<spb::RecordingData>,
+    from: f64,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, tonic::Status>> {
+    futures_util::stream::unfold(
+        Some((stream, crate::screen_at::ScreenAt::new(from))),
+        |state| async move {
+            let (mut stream, mut at) = state?;
+            loop {
+                match stream.message().await {
+                    Ok(Some(part)) => {
+                        let out = at.push(&part.data);
+                        if !out.is_empty() {
+                            return Some((Ok(bytes::Bytes::from(out)), Some((stream, at))));
+                        }
+                    }
+                    Ok(None) => return Some((Ok(bytes::Bytes::from(at.finish())), None)),
+                    Err(status) => return Some((Err(status), None)),
+                }
+            }
+        },
+    )
 }
 
 /// One byte range of a `Range` header.

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod client;
+mod console;
 mod contract;
 mod platform;
 mod rest;

@@ -1,0 +1,197 @@
+// One person's visit to the console, in headless Chromium against the real platform: sign in
+// through the OpenID provider, create a workspace, use its terminal, resize it, stop and start
+// the workspace, find the session and replay it, seek, and visit every other page. Each page is
+// saved as a screenshot (K8SHELL_ARTIFACTS).
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import type { Browser, BrowserContext, Page } from "playwright-core";
+import { launch, screenText, setting, snap, waitForScreen } from "./browser";
+
+const URL = setting("K8SHELL_CONSOLE_URL");
+const LOGIN = setting("K8SHELL_OIDC_LOGIN");
+const WORKSPACE = "console";
+
+let browser: Browser;
+let context: BrowserContext;
+let page: Page;
+let workspacePath = "";
+
+beforeAll(async () => {
+  browser = await launch();
+  context = await browser.newContext({ viewport: { width: 1280, height: 800 }, colorScheme: "light" });
+  page = await context.newPage();
+  page.setDefaultTimeout(120_000);
+  page.on("pageerror", (error) => console.error(`page error: ${error.message}`));
+});
+
+// Each step builds on the one before: after a failure the rest only say so, quickly.
+let failedStep = "";
+afterEach((context) => {
+  if (context.task.result?.state === "fail" && !failedStep) failedStep = context.task.name;
+});
+beforeEach(() => {
+  if (failedStep) throw new Error(`not run: the step "${failedStep}" failed`);
+});
+
+afterAll(async () => {
+  await browser?.close();
+});
+
+describe("the console", () => {
+  it("signs in through the OpenID provider", async () => {
+    await page.goto(URL);
+    await snap(page, "01-sign-in");
+    await page.getByRole("link", { name: "Sign in" }).click();
+    // The provider's own pages: a login form, then consent.
+    await page.locator('input[name="login"]').fill(LOGIN);
+    await page.locator('input[name="password"]').fill("any");
+    await page.locator('button[type="submit"]').click();
+    const consent = page.locator('button[type="submit"]');
+    if (await page.locator('input[name="login"]').count() === 0 && (await consent.count()) > 0 && !page.url().startsWith(URL)) {
+      await consent.click();
+    }
+    await page.waitForURL(`${URL}/workspaces`);
+    await expect.poll(() => page.getByTestId("whoami").textContent()).toBe(LOGIN);
+    await snap(page, "02-workspaces");
+  });
+
+  it("creates a workspace from an example", async () => {
+    await page.getByRole("link", { name: "New workspace" }).click();
+    await page.getByLabel("Name").fill(WORKSPACE);
+    await page.getByLabel("Example", { exact: true }).selectOption("busybox");
+    await snap(page, "03-new-workspace");
+    await page.getByRole("button", { name: "Create workspace" }).click();
+    await page.waitForURL(/\/workspaces\/[0-9a-f-]{36}$/);
+    workspacePath = new globalThis.URL(page.url()).pathname;
+    await expect.poll(() => page.locator("h1").textContent()).toBe(`${LOGIN}/${WORKSPACE}`);
+    await expect.poll(() => page.getByTestId("ssh-command").textContent()).toContain(`${LOGIN}+${WORKSPACE}@`);
+    await snap(page, "04-workspace");
+  });
+
+  it("opens a terminal, runs a command and follows a resize", async () => {
+    await page.getByRole("link", { name: `Terminal of ${WORKSPACE}` }).click();
+    await expect.poll(() => page.getByTestId("terminal-status").textContent()).toContain("Connected.");
+    await page.locator(".terminal .xterm").click();
+    await page.keyboard.type("echo console-ok\n");
+    await waitForScreen(page, ".terminal", (t) => t.split("console-ok").length >= 3, "console-ok echoed and printed");
+    await snap(page, "05-terminal");
+
+    // A smaller window: the terminal fits itself, and the shell hears the new size.
+    await page.setViewportSize({ width: 900, height: 600 });
+    await expect.poll(async () => (await page.locator(".terminal-status .size").textContent()) ?? "").not.toBe("");
+    const size = async () => ((await page.locator(".terminal-status .size").textContent()) ?? "").split("×").map(Number);
+    let [cols, rows] = await size();
+    await expect.poll(async () => {
+      [cols, rows] = await size();
+      await page.keyboard.type("stty size\n");
+      await page.waitForTimeout(300);
+      return (await screenText(page, ".terminal")).includes(`${rows} ${cols}`);
+    }).toBe(true);
+    expect(cols).toBeLessThan(120);
+    await snap(page, "06-terminal-resized");
+    await page.setViewportSize({ width: 1280, height: 800 });
+  });
+
+  it("stops and starts the workspace", async () => {
+    await page.goto(`${URL}${workspacePath}`);
+    await page.getByRole("button", { name: `Stop ${WORKSPACE}` }).click();
+    await expect.poll(() => page.locator(".page-head .badge").textContent(), { timeout: 120_000 }).toBe("stopped");
+    await snap(page, "07-workspace-stopped");
+    await page.getByRole("button", { name: `Start ${WORKSPACE}` }).click();
+    await expect.poll(() => page.locator(".page-head .badge").textContent(), { timeout: 120_000 }).toBe("running");
+  });
+
+  it("lists the session and replays what was typed, with seeking", async () => {
+    await page.getByRole("link", { name: "Sessions in this workspace" }).click();
+    await page.waitForURL(/\/sessions\?workspace_id=/);
+    const row = page.locator("tr[data-session]").first();
+    await expect.poll(() => row.count()).toBe(1);
+    await snap(page, "08-sessions");
+    await row.getByRole("link").click();
+    await page.waitForURL(/\/sessions\/[0-9a-f-]{36}$/);
+    const player = page.getByTestId("player");
+    await expect.poll(() => player.count()).toBe(1);
+    // The page says when the recording is whole (its upload is through).
+    await expect.poll(() => page.getByTestId("recording-saving").count()).toBe(0);
+    await expect.poll(async () => (await page.getByTestId("player-time").textContent()) ?? "").not.toMatch(/\/ 0\.0 s$/);
+
+    // Play at 8×: what was typed comes back.
+    await page.getByLabel("Speed").selectOption("8");
+    await page.getByTestId("play").click();
+    await waitForScreen(page, ".player-screen", (t) => t.includes("console-ok"), "console-ok in the replay");
+    await snap(page, "09-replay");
+    await page.getByTestId("play").click(); // pause
+
+    // Seek to the start: the screen is empty again; to the end: the screen as it ended, from
+    // a request that starts there instead of the whole recording.
+    const asked: string[] = [];
+    page.on("request", (request) => {
+      if (request.url().includes("/api/v1/recordings/")) asked.push(request.url());
+    });
+    const seekTo = (fraction: number) =>
+      page.getByTestId("seek").evaluate((input, f) => {
+        const range = input as HTMLInputElement;
+        range.value = String(Number(range.max) * (f as number));
+        range.dispatchEvent(new Event("change", { bubbles: true }));
+      }, fraction);
+    await seekTo(0);
+    await waitForScreen(page, ".player-screen", (t) => !t.includes("console-ok"), "an empty screen at the start");
+    await seekTo(0.99);
+    await waitForScreen(page, ".player-screen", (t) => t.includes("console-ok"), "console-ok at the end");
+    expect(asked.some((u) => /[?&]from=\d/.test(u) && u.includes("screen=true"))).toBe(true);
+    await snap(page, "10-replay-seeked");
+
+    // The .cast download is the whole recording.
+    const href = await page.getByRole("link", { name: "Download .cast" }).getAttribute("href");
+    const cast = await page.request.get(`${URL}${href}`);
+    expect(cast.status()).toBe(200);
+    expect(await cast.text()).toContain("console-ok");
+  });
+
+  it("shows keys, tokens, users and decisions", async () => {
+    await page.getByRole("link", { name: "SSH keys" }).click();
+    await expect.poll(() => page.locator("h1").textContent()).toBe("SSH keys");
+    await snap(page, "11-keys");
+    await page.getByRole("link", { name: "API tokens" }).click();
+    await page.getByLabel("New token name").fill("console-e2e");
+    await page.getByRole("button", { name: "Create token" }).click();
+    await expect.poll(async () => ((await page.getByTestId("token-secret").textContent()) ?? "").length).toBeGreaterThan(20);
+    await snap(page, "12-tokens");
+    await page.getByRole("link", { name: "Users" }).click();
+    await expect.poll(() => page.locator(`tr[data-user="${LOGIN}"]`).count()).toBe(1);
+    await snap(page, "13-users");
+    await page.getByRole("link", { name: "Decisions" }).click();
+    await expect.poll(() => page.locator("tbody tr").count()).toBeGreaterThan(0);
+    await snap(page, "14-decisions");
+  });
+
+  it("works on a narrow window, in the dark, and from the keyboard", async () => {
+    await page.goto(`${URL}/workspaces`);
+    await page.setViewportSize({ width: 390, height: 800 });
+    await page.emulateMedia({ colorScheme: "dark" });
+    await expect.poll(() => page.locator(`tr[data-workspace="${WORKSPACE}"]`).count()).toBe(1);
+    const background = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    expect(background).toBe("rgb(13, 17, 23)");
+    await snap(page, "15-narrow-dark");
+    // The page does not scroll sideways (tables scroll inside their own box); if it does, the
+    // elements that stick out are named.
+    const overflow = await page.evaluate(() => ({
+      by: document.documentElement.scrollWidth - window.innerWidth,
+      sticking: Array.from(document.querySelectorAll("body *"))
+        .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 0.5 && !e.closest(".table-wrap"))
+        .map((e) => `${e.tagName.toLowerCase()}.${e.className}`),
+    }));
+    expect(overflow).toEqual({ by: 0, sticking: [] });
+    // The first Tab reaches the skip link, which leads to the page's content.
+    await page.keyboard.press("Tab");
+    expect(await page.evaluate(() => document.activeElement?.textContent)).toBe("Skip to content");
+    await page.setViewportSize({ width: 1280, height: 800 });
+    await page.emulateMedia({ colorScheme: "light" });
+  });
+
+  it("signs out", async () => {
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await expect.poll(() => page.getByRole("link", { name: "Sign in" }).count()).toBe(1);
+    const me = await page.request.get(`${URL}/api/v1/me`);
+    expect(me.status()).toBe(401);
+  });
+});
