@@ -31,3 +31,9 @@ test_only_admins_create_users if {
 	d := api.decision with input as {"v": 1, "user": {"username": "alice", "groups": ["dev"]}, "endpoint": "users.create"}
 	not d.allow
 }
+
+test_only_admins_watch_live_sessions if {
+	api.decision.allow with input as {"v": 1, "user": {"username": "root", "groups": ["admins"]}, "endpoint": "sessions.watch"}
+	d := api.decision with input as {"v": 1, "user": {"username": "audrey", "groups": ["auditors"]}, "endpoint": "sessions.watch"}
+	not d.allow
+}

@@ -39,7 +39,7 @@ use crate::terminal;
         workspaces::list, workspaces::create, workspaces::get, workspaces::delete,
         workspaces::start, workspaces::stop, workspaces::events, terminal::terminal,
         blueprints::list, blueprints::get, blueprints::validate,
-        sessions::list, sessions::get, sessions::terminate, sessions::recording,
+        sessions::list, sessions::get, sessions::terminate, sessions::recording, sessions::live,
         admin::list_users, admin::create_user, admin::get_user, admin::suspend, admin::activate,
         admin::user_keys, admin::add_user_key, admin::decisions,
     ),
@@ -169,6 +169,7 @@ pub fn api(openapi: Arc<str>) -> Router<Arc<AppState>> {
                 .post(sessions::terminate)
                 .layer(from_fn_with_state("GET,HEAD", split_actions)),
         )
+        .route("/sessions/{id}/live", get(sessions::live))
         .route("/recordings/{id}", get(sessions::recording))
         .route("/users", get(admin::list_users).post(admin::create_user))
         .route(

@@ -476,6 +476,81 @@ pub async fn recording(
     Ok(response)
 }
 
+/// Output of a live session's terminals.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LiveOutput {
+    /// The SSH channel of the terminal (a session can have several).
+    pub channel: u32,
+    /// Whole asciicast v2 lines: a terminal's header line first (with its size), then events.
+    pub lines: String,
+}
+
+#[utoipa::path(get, path = "/sessions/{id}/live", tag = "sessions",
+    params(("id" = uuid::Uuid, Path, description = "Session id")),
+    responses((status = 200, content_type = "text/event-stream", body = LiveOutput,
+               description = "The recent output of each terminal, then what they show as it happens, as events named `output`; `end` when the session ends"),
+              (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("cookie" = [])))]
+/// Watches a live session, read-only (`sessions.watch`, administrators). The decision is logged
+/// like every other.
+pub async fn live(
+    state: State,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<
+    axum::response::sse::Sse<
+        impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let id = parse_id(&id, "session")?;
+    let got = visible(&state, &caller, id).await?;
+    if !caller.may(&state, "sessions.watch").await {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "watching a live session is for administrators (`sessions.watch`)",
+        ));
+    }
+    if got.session.as_ref().is_none_or(|s| s.ended_at.is_some()) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the session has ended: replay its recordings instead",
+        ));
+    }
+    let frames = state
+        .gateway
+        .backends
+        .sessions
+        .grpc()
+        .watch(spb::WatchRequest {
+            session_id: Some(id.into()),
+        })
+        .await
+        .map_err(|s| ApiError::from_status("the live session", &s))?
+        .into_inner();
+    tracing::info!(session = %id, watcher = caller.username(), "live view opened");
+    let output = frames
+        .take_until(state.stop.clone().cancelled_owned())
+        .take_while(|frame| std::future::ready(frame.is_ok()))
+        .filter_map(|frame| {
+            std::future::ready(frame.ok().map(|frame| {
+                let output = LiveOutput {
+                    channel: frame.channel,
+                    lines: String::from_utf8_lossy(&frame.data).into_owned(),
+                };
+                Ok(Event::default()
+                    .event("output")
+                    .json_data(&output)
+                    .unwrap_or_else(|_| Event::default().comment("unencodable output")))
+            }))
+        })
+        // The feed ends with the session (or a restart): the browser hears which.
+        .chain(futures_util::stream::once(async {
+            Ok(Event::default().event("end").data("{}"))
+        }));
+    Ok(Sse::new(output).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15))))
+}
+
 /// The recording from `from` on, opened by the screen at `from` (see `ScreenAt`).
 fn screen_at(
     stream: tonic::Streaming<spb::RecordingData>,

@@ -147,21 +147,45 @@ describe("the console", () => {
     expect(await cast.text()).toContain("console-ok");
   });
 
+  it("lets an administrator watch a live terminal, read-only", async () => {
+    await page.goto(`${URL}${workspacePath}/terminal`);
+    await expect.poll(() => page.getByTestId("terminal-status").textContent()).toContain("Connected.");
+    const watcher = await context.newPage();
+    watcher.setDefaultTimeout(120_000);
+    await watcher.setViewportSize({ width: 1280, height: 800 });
+    await watcher.goto(`${URL}/sessions?live=true`);
+    await watcher.locator("tr[data-session] a").first().click();
+    await expect.poll(() => watcher.getByTestId("live-status").textContent()).toContain("Watching live");
+    await page.locator(".terminal .xterm").click();
+    await page.keyboard.type("echo live-$((6*7))\n");
+    await waitForScreen(watcher, '[data-testid="live-view"]', (t) => t.includes("live-42"), "live-42 in the live view");
+    await snap(watcher, "11-live-view");
+    // Typing into the live view reaches nobody.
+    await watcher.locator('[data-testid="live-view"] .xterm').click();
+    await watcher.keyboard.type("echo from-the-watcher\n");
+    await page.waitForTimeout(500);
+    expect(await screenText(page, ".terminal")).not.toContain("from-the-watcher");
+    // Leaving the terminal ends the session; the watcher is told.
+    await page.goto(`${URL}/workspaces`);
+    await expect.poll(() => watcher.getByTestId("live-status").textContent()).toContain("The session ended.");
+    await watcher.close();
+  });
+
   it("shows keys, tokens, users and decisions", async () => {
     await page.getByRole("link", { name: "SSH keys" }).click();
     await expect.poll(() => page.locator("h1").textContent()).toBe("SSH keys");
-    await snap(page, "11-keys");
+    await snap(page, "12-keys");
     await page.getByRole("link", { name: "API tokens" }).click();
     await page.getByLabel("New token name").fill("console-e2e");
     await page.getByRole("button", { name: "Create token" }).click();
     await expect.poll(async () => ((await page.getByTestId("token-secret").textContent()) ?? "").length).toBeGreaterThan(20);
-    await snap(page, "12-tokens");
+    await snap(page, "13-tokens");
     await page.getByRole("link", { name: "Users" }).click();
     await expect.poll(() => page.locator(`tr[data-user="${LOGIN}"]`).count()).toBe(1);
-    await snap(page, "13-users");
+    await snap(page, "14-users");
     await page.getByRole("link", { name: "Decisions" }).click();
     await expect.poll(() => page.locator("tbody tr").count()).toBeGreaterThan(0);
-    await snap(page, "14-decisions");
+    await snap(page, "15-decisions");
   });
 
   it("works on a narrow window, in the dark, and from the keyboard", async () => {
@@ -171,7 +195,7 @@ describe("the console", () => {
     await expect.poll(() => page.locator(`tr[data-workspace="${WORKSPACE}"]`).count()).toBe(1);
     const background = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
     expect(background).toBe("rgb(13, 17, 23)");
-    await snap(page, "15-narrow-dark");
+    await snap(page, "16-narrow-dark");
     // The page does not scroll sideways (tables scroll inside their own box); if it does, the
     // elements that stick out are named.
     const overflow = await page.evaluate(() => ({

@@ -1,6 +1,7 @@
 import { useEffect, useState } from "preact/hooks";
 import { api } from "../api";
 import { ConfirmDialog, ErrorMessage, Link, formatBytes, formatDuration, formatTime, useLoad } from "../components/common";
+import { LiveView } from "../player/live";
 import { Player } from "../player/player";
 import { isAdmin } from "../session";
 import type { Me, SessionDetails } from "../types";
@@ -78,6 +79,12 @@ export function SessionPage({ id, me }: { id: string; me: Me }) {
           </ConfirmDialog>
           <ErrorMessage error={error} />
         </div>
+      ) : null}
+      {s.live && isAdmin(me) ? (
+        <>
+          <h2>Live view</h2>
+          <LiveView sessionId={s.id} onEnd={() => details.reload()} />
+        </>
       ) : null}
       <h2>Recordings</h2>
       {d.recordings.length === 0 ? (
