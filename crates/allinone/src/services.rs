@@ -375,6 +375,7 @@ impl Services {
             login_ttl: Duration::from_secs(8 * 3600),
             start_timeout: Duration::from_secs(600),
             drain: config.drain,
+            terminal_keep: Duration::from_secs(120),
             telemetry: Default::default(),
             one_time_login: Some(one_time_login),
         };

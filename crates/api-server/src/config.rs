@@ -63,6 +63,10 @@ pub struct Config {
     /// On shutdown: how long open terminals and event streams may go on.
     #[serde(default = "default_drain", with = "humantime_serde")]
     pub drain: Duration,
+    /// How long k8shelld keeps a browser terminal's shell when the browser goes away, so that
+    /// a reconnect (`?resume=`) finds it running ("0s": never).
+    #[serde(default = "default_terminal_keep", with = "humantime_serde")]
+    pub terminal_keep: Duration,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
     /// A single-use browser sign-in (`/login/once?code=…`) handed over by whoever starts this
@@ -117,6 +121,10 @@ fn default_login_ttl() -> Duration {
 }
 
 fn default_start_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+
+fn default_terminal_keep() -> Duration {
     Duration::from_secs(120)
 }
 

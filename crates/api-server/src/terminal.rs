@@ -5,7 +5,9 @@
 //! Frames: binary both ways carry the terminal's bytes; text frames carry JSON control
 //! messages. From the browser: `{"type":"resize","cols":120,"rows":40}`. To the browser:
 //! `{"type":"status","message":"starting workspace alice/web"}`, `{"type":"ready","session":"…"}`,
-//! `{"type":"exit","code":0}` (or `"signal"`), `{"type":"error","message":"…"}`.
+//! `{"type":"attached","resume":"…","resumed":true}` (the id to come back to this shell with, and
+//! whether this is the shell `resume` asked for), `{"type":"exit","code":0}` (or `"signal"`),
+//! `{"type":"error","message":"…"}`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +43,10 @@ pub struct TerminalQuery {
     pub cols: Option<u16>,
     /// Rows (default 24).
     pub rows: Option<u16>,
+    /// Take over the shell of an earlier terminal of yours whose browser went away (the id its
+    /// `attached` message gave); if it is gone, a new shell starts and `attached` says
+    /// `"resumed": false`.
+    pub resume: Option<String>,
 }
 
 /// A control message from the browser.
@@ -94,6 +100,21 @@ pub async fn terminal(
         query.cols.unwrap_or(80).clamp(10, 1000),
         query.rows.unwrap_or(24).clamp(5, 1000),
     );
+    let resume = match query.resume {
+        Some(id)
+            if !id.is_empty()
+                && id.len() <= 64
+                && id.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+        {
+            Some(id)
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "`resume` must be the id of an earlier terminal, as its `attached` message gave it",
+            ));
+        }
+        None => None,
+    };
     let client = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
@@ -118,6 +139,7 @@ pub async fn terminal(
                     state,
                     socket,
                     size,
+                    resume,
                 }
                 .run(caller, id, facts)
                 .await;
@@ -129,6 +151,8 @@ struct Terminal {
     state: Arc<AppState>,
     socket: WebSocket,
     size: (u16, u16),
+    /// The kept shell to take over, if any.
+    resume: Option<String>,
 }
 
 impl Terminal {
@@ -218,40 +242,29 @@ impl Terminal {
         let state = Arc::clone(&self.state);
         let gateway = &state.gateway;
         let mut recording = record(attachment, cols, rows);
-        let (input, requests) = mpsc::channel::<kpb::ExecInput>(16);
-        let start = kpb::ExecInput {
-            input: Some(kpb::exec_input::Input::Start(kpb::ExecStart {
-                command: String::new(),
-                env: [("TERM".to_owned(), "xterm-256color".to_owned())].into(),
-                working_dir: String::new(),
-                pty: Some(kpb::Pty {
-                    term: "xterm-256color".to_owned(),
-                    size: Some(window(cols, rows)),
-                    modes: Vec::new(),
-                }),
-            })),
-        };
-        let _ = input.send(start).await;
         let bearer = match attachment.bearer(gateway).await {
             Ok(bearer) => bearer,
             Err(message) => return self.fail(&message).await,
         };
-        let request = match k8shell_gateway::with_bearer(ReceiverStream::new(requests), &bearer) {
-            Ok(request) => request,
-            Err(message) => return self.fail(&message).await,
+        // The shell asked for, if it is still kept; else (it ended or waited too long) a new
+        // one, and `attached` says it is not the one asked for.
+        let asked = self.resume.take();
+        let mut resumed = asked.is_some();
+        let opened = match asked {
+            Some(attach_id) => match self.open(attachment, &bearer, Some(attach_id)).await {
+                Err(status) if status.code() == tonic::Code::NotFound => {
+                    resumed = false;
+                    self.open(attachment, &bearer, None).await
+                }
+                other => other,
+            },
+            None => self.open(attachment, &bearer, None).await,
         };
-        let mut output = match WorkspaceClient::new(attachment.k8shelld.clone())
-            .exec(request)
-            .await
-        {
-            Ok(output) => output.into_inner(),
+        let (input, mut output) = match opened {
+            Ok(opened) => opened,
             Err(status) => {
-                return self
-                    .fail(&format!(
-                        "the workspace did not answer: {}",
-                        status.message()
-                    ))
-                    .await;
+                let message = format!("the workspace did not answer: {}", status.message());
+                return self.fail(&message).await;
             }
         };
         attachment.event(
@@ -332,7 +345,13 @@ impl Terminal {
                                 self.close(1000, "exited").await;
                                 break reason;
                             }
-                            kpb::exec_output::Output::Started(_) => {}
+                            kpb::exec_output::Output::Started(started) => {
+                                // The id to come back with after a network blip.
+                                if !started.attach_id.is_empty() {
+                                    attachment.event("attached", 0, json!({"resumed": resumed}));
+                                    self.control(json!({"type": "attached", "resume": started.attach_id, "resumed": resumed})).await;
+                                }
+                            }
                         },
                         Ok(Some(_)) => {}
                         Ok(None) => break self.fail("the workspace ended the terminal without an exit status").await,
@@ -368,6 +387,52 @@ impl Terminal {
             tracing::error!(%error, "a terminal recording could not be finished");
         }
         reason
+    }
+
+    /// Opens the shell: a new one (kept for `terminal_keep` if the browser goes away), or the
+    /// kept shell `attach_id`.
+    async fn open(
+        &mut self,
+        attachment: &Arc<Attachment>,
+        bearer: &str,
+        attach_id: Option<String>,
+    ) -> Result<
+        (
+            mpsc::Sender<kpb::ExecInput>,
+            tonic::Streaming<kpb::ExecOutput>,
+        ),
+        tonic::Status,
+    > {
+        let (cols, rows) = self.size;
+        let (input, requests) = mpsc::channel::<kpb::ExecInput>(16);
+        let first = match &attach_id {
+            Some(id) => kpb::exec_input::Input::Attach(kpb::AttachTo {
+                attach_id: id.clone(),
+                size: Some(window(cols, rows)),
+            }),
+            None => kpb::exec_input::Input::Start(kpb::ExecStart {
+                command: String::new(),
+                env: [("TERM".to_owned(), "xterm-256color".to_owned())].into(),
+                working_dir: String::new(),
+                pty: Some(kpb::Pty {
+                    term: "xterm-256color".to_owned(),
+                    size: Some(window(cols, rows)),
+                    modes: Vec::new(),
+                }),
+                keep_seconds: u32::try_from(self.state.config.terminal_keep.as_secs())
+                    .unwrap_or(u32::MAX),
+            }),
+        };
+        let _ = input.send(kpb::ExecInput { input: Some(first) }).await;
+        let request = k8shell_gateway::with_bearer(ReceiverStream::new(requests), bearer)
+            .map_err(tonic::Status::internal)?;
+        let mut client = WorkspaceClient::new(attachment.k8shelld.clone());
+        let output = match attach_id {
+            Some(_) => client.attach(request).await?,
+            None => client.exec(request).await?,
+        }
+        .into_inner();
+        Ok((input, output))
     }
 
     async fn fail(&mut self, message: &str) -> String {

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::{Status, Streaming};
 
 use crate::Shared;
+use crate::kept::Client;
 use crate::pty::{self, PtyMaster};
 use crate::reaper::Exit;
 use crate::signals;
@@ -27,13 +28,14 @@ use crate::spawn::{self, Program, Streams};
 /// Bytes per output message (ARCHITECTURE §3: at most 64 KiB per frame).
 const CHUNK: usize = 64 * 1024;
 /// Output messages queued towards the client before the process is made to wait.
-const OUTPUT_QUEUE: usize = 4;
+pub(crate) const OUTPUT_QUEUE: usize = 4;
 
 pub type OutputSender = mpsc::Sender<Result<ExecOutput, Status>>;
 
 /// Runs one Exec stream: returns the receiving end of its output.
 pub async fn exec(
     shared: Arc<Shared>,
+    user: &str,
     mut input: Streaming<ExecInput>,
 ) -> Result<mpsc::Receiver<Result<ExecOutput, Status>>, Status> {
     let start = match input.next().await {
@@ -77,16 +79,34 @@ pub async fn exec(
             )
             .map_err(spawn_status)?;
             tracing::info!(pid = process.pid, pty = true, command = ?program.command, "exec started");
+            let kept = (start.keep_seconds > 0).then(|| {
+                let (id, arrivals) = shared.kept.register(user);
+                Kept {
+                    id,
+                    arrivals,
+                    time: Duration::from_secs(u64::from(start.keep_seconds)),
+                }
+            });
             send(
                 &tx,
                 exec_output::Output::Started(Started {
                     pid: pid_u32(process.pid),
+                    attach_id: kept.as_ref().map(|k| k.id.clone()).unwrap_or_default(),
                 }),
             )
             .await;
             let guard = shared_for_guard.track(process.pid);
             tokio::spawn(async move {
-                run_pty(shared, process.pid, process.exit, pty.master, input, tx).await;
+                run_pty(
+                    shared,
+                    process.pid,
+                    process.exit,
+                    pty.master,
+                    input,
+                    tx,
+                    kept,
+                )
+                .await;
                 drop(guard);
             });
         }
@@ -101,6 +121,7 @@ pub async fn exec(
                 &tx,
                 exec_output::Output::Started(Started {
                     pid: pid_u32(process.pid),
+                    attach_id: String::new(),
                 }),
             )
             .await;
@@ -208,8 +229,8 @@ async fn next_control(input: &mut Streaming<ExecInput>) -> Control {
                 Some(signal) => return Control::Signal(signal),
                 None => tracing::info!(signal = %name, "ignoring an unknown signal"),
             },
-            Some(exec_input::Input::Start(_)) | None => {
-                tracing::info!("ignoring a second `start`");
+            Some(exec_input::Input::Start(_) | exec_input::Input::Attach(_)) | None => {
+                tracing::info!("ignoring a second `start` or `attach`");
             }
         }
     }
@@ -341,68 +362,179 @@ async fn pump_pipe(
     }
 }
 
+/// A terminal kept for `Attach` when its client goes away.
+#[derive(Debug)]
+pub struct Kept {
+    id: String,
+    arrivals: mpsc::Receiver<Client>,
+    time: Duration,
+}
+
+/// How much recent output a terminal keeps for a client that attaches.
+const RECENT: usize = 64 * 1024;
+
+/// Where a terminal's output goes: its client, if it has one, and always the recent tail.
+#[derive(Debug, Default)]
+struct Screen {
+    client: Option<OutputSender>,
+    recent: std::collections::VecDeque<u8>,
+}
+
+impl Screen {
+    fn remember(&mut self, data: &[u8]) {
+        self.recent.extend(data);
+        let extra = self.recent.len().saturating_sub(RECENT);
+        self.recent.drain(..extra);
+    }
+}
+
+fn lock(screen: &std::sync::Mutex<Screen>) -> std::sync::MutexGuard<'_, Screen> {
+    screen
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Removes a kept terminal from the registry however its session ends.
+struct Registered(Arc<Shared>, Option<String>);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Some(id) = &self.1 {
+            self.0.kept.forget(id);
+        }
+    }
+}
+
 async fn run_pty(
     shared: Arc<Shared>,
     pid: i32,
     mut exit: oneshot::Receiver<Exit>,
     master: PtyMaster,
-    mut input: Streaming<ExecInput>,
+    input: Streaming<ExecInput>,
     tx: OutputSender,
+    mut kept: Option<Kept>,
 ) {
     let master = Arc::new(master);
+    let screen = Arc::new(std::sync::Mutex::new(Screen {
+        client: Some(tx.clone()),
+        recent: std::collections::VecDeque::new(),
+    }));
     let (exited_tx, exited_rx) = oneshot::channel::<()>();
-    let out = tokio::spawn(pump_pty(Arc::clone(&master), tx.clone(), exited_rx));
-    let mut input_open = true;
+    let out = tokio::spawn(pump_pty(
+        Arc::clone(&master),
+        Arc::clone(&screen),
+        exited_rx,
+    ));
+    let _registered = Registered(Arc::clone(&shared), kept.as_ref().map(|k| k.id.clone()));
+    let mut input = Some(input);
+    let mut tx = Some(tx);
+    // Set while no client is attached: when the kept terminal is hung up.
+    let mut alone_until: Option<tokio::time::Instant> = None;
     let status = 'session: loop {
-        tokio::select! {
+        let gone = tokio::select! {
             status = &mut exit => break status.ok(),
-            _ = tx.closed() => {
+            Some(client) = async { match kept.as_mut() { Some(k) => k.arrivals.recv().await, None => std::future::pending().await } } => {
+                // A new client takes over: it gets the recent output first, then what follows.
+                let attach_id = kept.as_ref().map(|k| k.id.clone()).unwrap_or_default();
+                let started = ExecOutput { output: Some(exec_output::Output::Started(Started { pid: pid_u32(pid), attach_id })) };
+                {
+                    let mut s = lock(&screen);
+                    let recent: Vec<u8> = s.recent.iter().copied().collect();
+                    // A fresh channel has room for both.
+                    let _ = client.output.try_send(Ok(started));
+                    if !recent.is_empty() {
+                        let _ = client.output.try_send(Ok(ExecOutput { output: Some(exec_output::Output::Stdout(recent)) }));
+                    }
+                    s.client = Some(client.output.clone());
+                }
+                if let Some(size) = client.size {
+                    // The new size also makes full-screen programs redraw.
+                    let _ = master.resize(size);
+                }
+                tracing::info!(pid, "a client attached to the terminal");
+                input = Some(client.input);
+                tx = Some(client.output);
+                alone_until = None;
+                continue;
+            }
+            () = async { match alone_until { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
+                tracing::info!(pid, "nobody attached to the kept terminal in time: hanging up");
                 hang_up(pid, shared.config.kill_grace, &mut exit).await;
                 return;
             }
-            control = next_control(&mut input), if input_open => match control {
+            () = async { match &tx { Some(tx) => tx.closed().await, None => std::future::pending().await } } => true,
+            control = async { match input.as_mut() { Some(input) => next_control(input).await, None => std::future::pending().await } } => match control {
                 Control::Stdin(bytes) => {
                     // Typing waits for the terminal to take it, but never past an exit or a
                     // client that went away. A failed write means the terminal is closing.
                     tokio::select! {
-                        _ = master.write_all(&bytes) => {}
+                        _ = master.write_all(&bytes) => false,
                         status = &mut exit => break 'session status.ok(),
-                        _ = tx.closed() => {
-                            hang_up(pid, shared.config.kill_grace, &mut exit).await;
-                            return;
-                        }
+                        () = async { match &tx { Some(tx) => tx.closed().await, None => std::future::pending().await } } => true,
                     }
                 }
                 Control::Eof => {
                     let _ = master.send_eof().await;
+                    false
                 }
-                Control::Closed => input_open = false,
+                Control::Closed => {
+                    input = None;
+                    false
+                }
                 Control::Resize(size) => {
                     let _ = master.resize(size);
+                    false
                 }
                 Control::Signal(signal) => {
                     let group = master.foreground_group().unwrap_or(Pid::from_raw(pid));
                     let _ = killpg(group, signal);
+                    false
                 }
-                Control::Gone => {
+                Control::Gone => true,
+            },
+        };
+        if gone {
+            match kept.as_ref() {
+                Some(k) => {
+                    tracing::info!(pid, keep = ?k.time, "the client went away: keeping the terminal");
+                    lock(&screen).client = None;
+                    input = None;
+                    tx = None;
+                    alone_until = Some(tokio::time::Instant::now() + k.time);
+                }
+                None => {
                     hang_up(pid, shared.config.kill_grace, &mut exit).await;
                     return;
                 }
-            },
+            }
         }
     };
     let _ = exited_tx.send(());
     let _ = out.await;
     if let Some(status) = status {
         tracing::info!(pid, ?status, "exec ended");
-        send(&tx, exit_output(status)).await;
+        let client = lock(&screen).client.clone();
+        if let Some(client) = client {
+            send(&client, exit_output(status)).await;
+        }
     }
 }
 
 /// Copies terminal output to the client until the terminal closes, or, once the process has
-/// exited, until nothing more is buffered (a background job may keep the terminal open).
-async fn pump_pty(master: Arc<PtyMaster>, tx: OutputSender, mut exited: oneshot::Receiver<()>) {
+/// exited, until nothing more is buffered (a background job may keep the terminal open). The
+/// recent tail is kept for a client that attaches later; without a client, output is only
+/// kept there (the oldest dropped), so the program never waits for nobody.
+async fn pump_pty(
+    master: Arc<PtyMaster>,
+    screen: Arc<std::sync::Mutex<Screen>>,
+    mut exited: oneshot::Receiver<()>,
+) {
     let mut buf = vec![0; CHUNK];
+    let deliver = |data: &[u8]| {
+        let mut s = lock(&screen);
+        s.remember(data);
+        s.client.clone()
+    };
     loop {
         let read = tokio::select! {
             biased;
@@ -410,8 +542,11 @@ async fn pump_pty(master: Arc<PtyMaster>, tx: OutputSender, mut exited: oneshot:
             _ = &mut exited => {
                 // Drain what is already there, then stop.
                 while let Ok(Some(n)) = master.read_now(&mut buf) {
-                    if n == 0 || !send(&tx, exec_output::Output::Stdout(buf[..n].to_vec())).await {
+                    if n == 0 {
                         return;
+                    }
+                    if let Some(client) = deliver(&buf[..n]) {
+                        let _ = send(&client, exec_output::Output::Stdout(buf[..n].to_vec())).await;
                     }
                 }
                 return;
@@ -420,8 +555,13 @@ async fn pump_pty(master: Arc<PtyMaster>, tx: OutputSender, mut exited: oneshot:
         match read {
             Ok(0) | Err(_) => return,
             Ok(n) => {
-                if !send(&tx, exec_output::Output::Stdout(buf[..n].to_vec())).await {
-                    return;
+                if let Some(client) = deliver(&buf[..n])
+                    && !send(&client, exec_output::Output::Stdout(buf[..n].to_vec())).await
+                {
+                    let mut s = lock(&screen);
+                    if s.client.as_ref().is_some_and(|c| c.same_channel(&client)) {
+                        s.client = None;
+                    }
                 }
             }
         }

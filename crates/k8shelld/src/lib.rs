@@ -10,6 +10,7 @@ mod config;
 mod exec;
 mod forward;
 mod info;
+mod kept;
 mod pty;
 mod reaper;
 pub mod sftp;
@@ -28,6 +29,7 @@ use k8shell_common::tls::ReloadingTls;
 use k8shell_proto::k8shelld::v1::workspace_server::{Workspace, WorkspaceServer};
 use k8shell_proto::k8shelld::v1::{
     ExecInput, ExecOutput, ForwardInput, ForwardOutput, InfoRequest, InfoResponse, SftpData,
+    exec_input,
 };
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -71,6 +73,8 @@ pub struct Shared {
     sessions: Mutex<HashSet<i32>>,
     /// Woken whenever a session ends.
     session_ended: tokio::sync::Notify,
+    /// Terminals kept for `Attach`.
+    kept: kept::KeptTerminals,
 }
 
 impl Shared {
@@ -171,6 +175,7 @@ pub async fn serve(config: Config, listener: Listener, shutdown: Shutdown) -> Re
         reaper,
         sessions: Mutex::default(),
         session_ended: tokio::sync::Notify::new(),
+        kept: kept::KeptTerminals::default(),
     });
     let (health_reporter, health) = k8shell_proto::health::server::health_reporter();
     health_reporter
@@ -323,7 +328,46 @@ impl Workspace for WorkspaceService {
         &self,
         request: Request<Streaming<ExecInput>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
-        let rx = exec::exec(Arc::clone(&self.shared), request.into_inner()).await?;
+        let user = caller_user(&request);
+        let rx = exec::exec(Arc::clone(&self.shared), &user, request.into_inner()).await?;
+        Ok(Response::new(ChannelStream(rx)))
+    }
+
+    type AttachStream = ChannelStream<Result<ExecOutput, Status>>;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<ExecInput>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let user = caller_user(&request);
+        let mut input = request.into_inner();
+        let attach = match futures_util::StreamExt::next(&mut input).await {
+            Some(Ok(ExecInput {
+                input: Some(exec_input::Input::Attach(attach)),
+            })) => attach,
+            Some(Err(status)) => return Err(status),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first Attach message must be `attach`",
+                ));
+            }
+        };
+        let (output, rx) = mpsc::channel(exec::OUTPUT_QUEUE);
+        let size = attach
+            .size
+            .map(|s| pty::winsize(s.cols, s.rows, s.width_px, s.height_px));
+        self.shared
+            .kept
+            .attach(
+                &attach.attach_id,
+                &user,
+                kept::Client {
+                    input,
+                    output,
+                    size,
+                },
+            )
+            .await?;
         Ok(Response::new(ChannelStream(rx)))
     }
 
@@ -346,4 +390,13 @@ impl Workspace for WorkspaceService {
     async fn info(&self, _request: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
         Ok(Response::new(info::info(&self.shared)))
     }
+}
+
+/// The user named by the call's session token (checked by the interceptor before any call).
+fn caller_user<T>(request: &Request<T>) -> String {
+    request
+        .extensions()
+        .get::<k8shell_common::jwt::SessionClaims>()
+        .map(|claims| claims.sub.clone())
+        .unwrap_or_default()
 }

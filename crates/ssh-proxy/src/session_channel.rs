@@ -160,6 +160,9 @@ pub async fn run(channel: Channel<Msg>, shared: Arc<Shared>) {
                 size: Some(t.size),
                 modes: t.modes,
             }),
+            // An SSH client that drops does not come back for its shell (that is mosh's or
+            // tmux's job): hang up at once, as sshd does.
+            keep_seconds: 0,
         }));
         // The queue is empty: the start goes first.
         let _ = to_workspace.try_send(first);

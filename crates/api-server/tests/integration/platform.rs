@@ -116,6 +116,7 @@ impl Platform {
             login_ttl: Duration::from_secs(3600),
             start_timeout: Duration::from_secs(120),
             drain: Duration::from_secs(2),
+            terminal_keep: Duration::from_secs(120),
             telemetry: Default::default(),
             one_time_login: None,
         };

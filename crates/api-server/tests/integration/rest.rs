@@ -445,12 +445,17 @@ async fn browser_sessions_need_the_csrf_token_and_errors_are_problems() {
     let unknown = send(
         platform.addr,
         "GET",
-        "/nope",
+        "/api/v1/nope",
         &[("x-request-id", "trace-me")],
         None,
     )
     .await;
+    // (Other paths outside /api are the console's pages.)
     assert_eq!(unknown.status, 404);
+    assert_eq!(
+        unknown.header("content-type"),
+        Some("application/problem+json")
+    );
     assert_eq!(unknown.header("x-request-id"), Some("trace-me"));
 
     // The served OpenAPI document is the committed one; health, readiness and metrics answer.

@@ -25,8 +25,16 @@ beforeAll(async () => {
 
 // Each step builds on the one before: after a failure the rest only say so, quickly.
 let failedStep = "";
-afterEach((context) => {
-  if (context.task.result?.state === "fail" && !failedStep) failedStep = context.task.name;
+afterEach(async (context) => {
+  if (context.task.result?.state === "fail" && !failedStep) {
+    failedStep = context.task.name;
+    // What every open page showed when the step failed, to see why.
+    const pages = browser?.contexts().flatMap((c) => c.pages()) ?? [];
+    for (const [i, open] of pages.entries()) {
+      const path = await snap(open, `failed-${i + 1}`).catch(() => "");
+      console.error(`after the failure, page ${i + 1} was at ${open.url()} (screenshot: ${path})`);
+    }
+  }
 });
 beforeEach(() => {
   if (failedStep) throw new Error(`not run: the step "${failedStep}" failed`);
@@ -75,6 +83,14 @@ describe("the console", () => {
     await waitForScreen(page, ".terminal", (t) => t.split("console-ok").length >= 3, "console-ok echoed and printed");
     await snap(page, "05-terminal");
 
+    // The connection drops (here: the page reloads): the same shell comes back, with its state.
+    await page.keyboard.type("kept=same-shell-$((6*7))\n");
+    await page.reload();
+    await expect.poll(() => page.getByTestId("terminal-status").textContent()).toContain("Connected.");
+    await page.locator(".terminal .xterm").click();
+    await page.keyboard.type("echo $kept\n");
+    await waitForScreen(page, ".terminal", (t) => t.includes("same-shell-42"), "the variable set before the drop");
+
     // A smaller window: the terminal fits itself, and the shell hears the new size.
     await page.setViewportSize({ width: 900, height: 600 });
     await expect.poll(async () => (await page.locator(".terminal-status .size").textContent()) ?? "").not.toBe("");
@@ -121,8 +137,8 @@ describe("the console", () => {
     await snap(page, "09-replay");
     await page.getByTestId("play").click(); // pause
 
-    // Seek to the start: the screen is empty again; to the end: the screen as it ended, from
-    // a request that starts there instead of the whole recording.
+    // Seek to the start, then to the end: the screen as it was then, from a request that starts
+    // there instead of the whole recording.
     const asked: string[] = [];
     page.on("request", (request) => {
       if (request.url().includes("/api/v1/recordings/")) asked.push(request.url());
@@ -133,10 +149,12 @@ describe("the console", () => {
         range.value = String(Number(range.max) * (f as number));
         range.dispatchEvent(new Event("change", { bubbles: true }));
       }, fraction);
+    // (The newest session is the one the reload came back in: it opens with the shell's recent
+    // output, and `echo $kept` comes later.)
     await seekTo(0);
-    await waitForScreen(page, ".player-screen", (t) => !t.includes("console-ok"), "an empty screen at the start");
+    await waitForScreen(page, ".player-screen", (t) => !t.includes("same-shell-42"), "the screen before `echo $kept`");
     await seekTo(0.99);
-    await waitForScreen(page, ".player-screen", (t) => t.includes("console-ok"), "console-ok at the end");
+    await waitForScreen(page, ".player-screen", (t) => t.includes("same-shell-42"), "same-shell-42 at the end");
     expect(asked.some((u) => /[?&]from=\d/.test(u) && u.includes("screen=true"))).toBe(true);
     await snap(page, "10-replay-seeked");
 
@@ -150,6 +168,8 @@ describe("the console", () => {
   it("lets an administrator watch a live terminal, read-only", async () => {
     await page.goto(`${URL}${workspacePath}/terminal`);
     await expect.poll(() => page.getByTestId("terminal-status").textContent()).toContain("Connected.");
+    // The workspace was stopped since this tab's last shell: the terminal says this one is new.
+    await waitForScreen(page, ".terminal", (t) => t.includes("Your earlier shell is gone"), "the new-shell notice");
     const watcher = await context.newPage();
     watcher.setDefaultTimeout(120_000);
     await watcher.setViewportSize({ width: 1280, height: 800 });

@@ -116,3 +116,84 @@ async fn eof_on_a_pty_is_the_terminal_eof_character() {
     exec.read_until("cat-done").await;
     assert_eq!(exec.wait().await, Ended::Code(0));
 }
+
+/// A network blip: the client goes away, the shell stays, and its owner takes it back with its
+/// recent output and its state; nobody else can.
+#[tokio::test]
+async fn a_kept_terminal_outlives_its_client_and_only_its_owner_attaches() {
+    let daemon = Daemon::start().await;
+    let mut client = daemon.client().await;
+    let mut kept = with_pty(start(""), 80, 24);
+    kept.keep_seconds = 60;
+    let mut shell = Exec::open(&mut client, kept).await.unwrap();
+    assert!(!shell.attach_id.is_empty(), "a kept terminal has an id");
+    shell.read_until("$ ").await;
+    shell
+        .type_text("state=kept-$((6 * 7)); echo was-set\n")
+        .await;
+    shell.read_until("was-set").await;
+    let id = shell.attach_id.clone();
+    let pid = shell.pid;
+    drop(shell);
+
+    let bob_token = daemon.token_with(|claims| claims.sub = "bob".into());
+    let mut bob = daemon.client_with_token(Some(bob_token)).await;
+    let refused = Exec::attach(&mut bob, &id, 80, 24).await.err().unwrap();
+    assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
+    let unknown = Exec::attach(&mut client, "no-such-terminal", 80, 24)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        unknown.message(),
+        refused.message(),
+        "someone else's looks like none"
+    );
+
+    let mut again = Exec::attach(&mut client, &id, 100, 30).await.unwrap();
+    assert_eq!(again.pid, pid, "the same shell");
+    again.read_until("was-set").await;
+    again.type_text("echo \"$state\"; stty size\n").await;
+    again.read_until("kept-42").await;
+    again.read_until("30 100").await;
+    again.type_text("exit 4\n").await;
+    assert_eq!(again.wait().await, Ended::Code(4));
+    let after = Exec::attach(&mut client, &id, 80, 24).await.err().unwrap();
+    assert_eq!(after.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn a_kept_terminal_is_hung_up_when_nobody_attaches_in_time() {
+    let daemon = Daemon::start().await;
+    let mut client = daemon.client().await;
+    let mut kept = with_pty(start(""), 80, 24);
+    kept.keep_seconds = 1;
+    let mut shell = Exec::open(&mut client, kept).await.unwrap();
+    shell.read_until("$ ").await;
+    let (id, pid) = (shell.attach_id.clone(), shell.pid);
+    drop(shell);
+    k8shell_testkit::poll_until("the kept shell to be hung up", || async move {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    })
+    .await;
+    let gone = Exec::attach(&mut client, &id, 80, 24).await.err().unwrap();
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+}
+
+/// Without `keep_seconds` nothing changes: a client that goes away hangs its shell up.
+#[tokio::test]
+async fn an_unkept_terminal_has_no_id_and_ends_with_its_client() {
+    let daemon = Daemon::start().await;
+    let mut client = daemon.client().await;
+    let mut shell = Exec::open(&mut client, with_pty(start(""), 80, 24))
+        .await
+        .unwrap();
+    assert!(shell.attach_id.is_empty());
+    shell.read_until("$ ").await;
+    let pid = shell.pid;
+    drop(shell);
+    k8shell_testkit::poll_until("the shell to be hung up", || async move {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    })
+    .await;
+}

@@ -227,6 +227,8 @@ pub struct Exec {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub pid: u32,
+    /// Set when the terminal is kept for `Attach`.
+    pub attach_id: String,
 }
 
 /// How an exec ended.
@@ -262,14 +264,42 @@ pub fn input(input: exec_input::Input) -> ExecInput {
 
 impl Exec {
     pub async fn open(client: &mut Client, start: ExecStart) -> Result<Self, tonic::Status> {
+        Self::call(client, exec_input::Input::Start(start), false).await
+    }
+
+    /// Takes over the kept terminal `attach_id` at a new size.
+    pub async fn attach(
+        client: &mut Client,
+        attach_id: &str,
+        cols: u32,
+        rows: u32,
+    ) -> Result<Self, tonic::Status> {
+        let attach = exec_input::Input::Attach(k8shell_proto::k8shelld::v1::AttachTo {
+            attach_id: attach_id.to_owned(),
+            size: Some(WindowSize {
+                cols,
+                rows,
+                ..Default::default()
+            }),
+        });
+        Self::call(client, attach, true).await
+    }
+
+    async fn call(
+        client: &mut Client,
+        first: exec_input::Input,
+        attach: bool,
+    ) -> Result<Self, tonic::Status> {
         let (tx, rx) = mpsc::channel(4);
-        tx.send(input(exec_input::Input::Start(start)))
-            .await
-            .unwrap();
+        tx.send(input(first)).await.unwrap();
         let stream = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         });
-        let mut output = client.exec(stream).await?.into_inner();
+        let mut output = if attach {
+            client.attach(stream).await?.into_inner()
+        } else {
+            client.exec(stream).await?.into_inner()
+        };
         let first = output.message().await?.expect("a first message");
         let Some(exec_output::Output::Started(started)) = first.output else {
             panic!("first output must be `started`, got {first:?}");
@@ -280,6 +310,7 @@ impl Exec {
             stdout: Vec::new(),
             stderr: Vec::new(),
             pid: started.pid,
+            attach_id: started.attach_id,
         })
     }
 

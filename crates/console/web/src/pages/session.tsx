@@ -11,6 +11,9 @@ export function SessionPage({ id, me }: { id: string; me: Me }) {
   const [chosen, setChosen] = useState<string | null>(null);
   const [ending, setEnding] = useState(false);
   const [error, setError] = useState<unknown>(null);
+  // Set when the live view being watched saw the session end: the page then says so above the
+  // recording instead of the live view disappearing without a word.
+  const [watchEnded, setWatchEnded] = useState(false);
   const d = details.value;
   // A live session, or a recording still being uploaded, grows: look again now and then.
   const growing = Boolean(d && (d.session.live || d.recordings.some((r) => !r.complete)));
@@ -83,8 +86,19 @@ export function SessionPage({ id, me }: { id: string; me: Me }) {
       {s.live && isAdmin(me) ? (
         <>
           <h2>Live view</h2>
-          <LiveView sessionId={s.id} onEnd={() => details.reload()} />
+          <LiveView
+            sessionId={s.id}
+            onEnd={() => {
+              setWatchEnded(true);
+              details.reload();
+            }}
+          />
         </>
+      ) : null}
+      {!s.live && watchEnded ? (
+        <p role="status" data-testid="live-status">
+          The session ended. Its recording is below.
+        </p>
       ) : null}
       <h2>Recordings</h2>
       {d.recordings.length === 0 ? (

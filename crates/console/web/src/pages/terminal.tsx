@@ -2,7 +2,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import { Terminal } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
 import { Link } from "../components/common";
-import { type Phase, TerminalConnection } from "../terminal/connection";
+import { type Phase, TerminalConnection, sessionResumeStore } from "../terminal/connection";
 import { terminalTheme } from "../terminal/theme";
 
 export function TerminalPage({ id }: { id: string }) {
@@ -27,11 +27,18 @@ export function TerminalPage({ id }: { id: string }) {
     term.loadAddon(fit);
     term.open(element);
     fit.fit();
-    const conn = new TerminalConnection(id, {
-      write: (data) => term.write(data),
-      size: () => ({ cols: term.cols, rows: term.rows }),
-      phase: setPhase,
-    });
+    const conn = new TerminalConnection(
+      id,
+      {
+        write: (data) => term.write(data),
+        reset: () => term.reset(),
+        size: () => ({ cols: term.cols, rows: term.rows }),
+        phase: setPhase,
+      },
+      (url) => new WebSocket(url),
+      location,
+      sessionResumeStore(id),
+    );
     connection.current = conn;
     term.onData((data) => conn.input(data));
     term.onResize(({ cols, rows }) => {
@@ -91,7 +98,7 @@ export function describe(phase: Phase): string {
     case "ready":
       return "Connected.";
     case "reconnecting":
-      return `Connection lost; reconnecting in ${phase.inSeconds} s. The old shell is gone; you will get a new one.`;
+      return `Connection lost; reconnecting in ${phase.inSeconds} s. Your shell keeps running meanwhile.`;
     case "ended":
       return phase.message;
   }

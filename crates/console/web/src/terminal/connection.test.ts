@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { type Phase, TerminalConnection, exitMessage, terminalUrl } from "./connection";
+import { GONE, type Phase, TerminalConnection, exitMessage, terminalUrl } from "./connection";
 
 class FakeSocket {
   static made: FakeSocket[] = [];
@@ -34,17 +34,19 @@ class FakeSocket {
 function connection() {
   const phases: Phase[] = [];
   const written: string[] = [];
+  const resets: number[] = [];
   const conn = new TerminalConnection(
     "ws-1",
     {
       write: (data) => written.push(typeof data === "string" ? data : new TextDecoder().decode(data)),
       size: () => ({ cols: 100, rows: 30 }),
       phase: (p) => phases.push(p),
+      reset: () => resets.push(written.length),
     },
     (url) => new FakeSocket(url),
     new URL("https://console.example:8443/workspaces/ws-1/terminal"),
   );
-  return { conn, phases, written };
+  return { conn, phases, written, resets };
 }
 
 beforeEach(() => {
@@ -89,6 +91,41 @@ describe("TerminalConnection", () => {
     expect(phases.at(-1)).toEqual({ phase: "ended", message: "The shell exited with status 3." });
     vi.runAllTimers();
     expect(FakeSocket.made).toHaveLength(2);
+  });
+
+  it("comes back to the same shell after a blip, and clears the screen for its replay", () => {
+    const { conn, resets, written } = connection();
+    conn.connect();
+    FakeSocket.made[0].control({ type: "ready", session: "s-1" });
+    FakeSocket.made[0].control({ type: "attached", resume: "abc123", resumed: false });
+    expect(resets).toEqual([]);
+    FakeSocket.made[0].drop();
+    vi.runOnlyPendingTimers();
+    expect(FakeSocket.made[1].url).toContain("&resume=abc123");
+    FakeSocket.made[1].control({ type: "attached", resume: "abc123", resumed: true });
+    expect(resets).toHaveLength(1);
+    expect(written.join("")).not.toContain(GONE);
+    // Once the shell has exited, a new shell is a new one.
+    FakeSocket.made[1].control({ type: "exit", code: 0 });
+    conn.retry();
+    expect(FakeSocket.made[2].url).not.toContain("resume=");
+  });
+
+  it("says so in the terminal when the shell asked for is gone", () => {
+    const { conn, resets, written, phases } = connection();
+    conn.connect();
+    FakeSocket.made[0].control({ type: "attached", resume: "old", resumed: false });
+    expect(written.join("")).not.toContain(GONE); // nothing was asked for yet
+    FakeSocket.made[0].drop();
+    vi.runOnlyPendingTimers();
+    FakeSocket.made[1].control({ type: "ready", session: "s-2" });
+    FakeSocket.made[1].control({ type: "attached", resume: "new", resumed: false });
+    expect(written.join("")).toContain(GONE);
+    expect(resets).toEqual([]);
+    expect(phases.at(-1)).toEqual({ phase: "ready", session: "s-2" });
+    FakeSocket.made[1].drop();
+    vi.runOnlyPendingTimers();
+    expect(FakeSocket.made[2].url).toContain("&resume=new");
   });
 
   it("ends on a refusal with the server's words", () => {

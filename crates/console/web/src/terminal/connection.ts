@@ -5,6 +5,7 @@
 export type Control =
   | { type: "status"; message: string }
   | { type: "ready"; session: string }
+  | { type: "attached"; resume: string; resumed: boolean }
   | { type: "exit"; code?: number; signal?: string }
   | { type: "error"; message: string };
 
@@ -15,8 +16,30 @@ export type Phase =
   | { phase: "reconnecting"; inSeconds: number; attempt: number }
   | { phase: "ended"; message: string };
 
+/** Where the id of the shell to come back to is kept (the page's sessionStorage: a reload of
+ * the tab comes back to the same shell too). */
+export interface ResumeStore {
+  get(): string | null;
+  set(id: string | null): void;
+}
+
+export function sessionResumeStore(workspace: string): ResumeStore {
+  const key = `k8shell.terminal.${workspace}`;
+  return {
+    get: () => sessionStorage.getItem(key),
+    set: (id) => (id ? sessionStorage.setItem(key, id) : sessionStorage.removeItem(key)),
+  };
+}
+
+function memoryStore(): ResumeStore {
+  let id: string | null = null;
+  return { get: () => id, set: (value) => (id = value) };
+}
+
 export interface TerminalSink {
   write(data: Uint8Array | string): void;
+  /** Clears the screen: a shell taken over sends its recent output again. */
+  reset(): void;
   size(): { cols: number; rows: number };
   phase(phase: Phase): void;
 }
@@ -28,10 +51,14 @@ type Socket = Pick<WebSocket, "send" | "close" | "binaryType"> & {
   onclose: ((ev: CloseEvent) => void) | null;
 };
 
-export function terminalUrl(id: string, cols: number, rows: number, base: Location | URL = location): string {
+export function terminalUrl(id: string, cols: number, rows: number, base: Location | URL = location, resume?: string | null): string {
   const scheme = base.protocol === "https:" ? "wss:" : "ws:";
-  return `${scheme}//${base.host}/api/v1/workspaces/${encodeURIComponent(id)}/terminal?cols=${cols}&rows=${rows}`;
+  const again = resume ? `&resume=${encodeURIComponent(resume)}` : "";
+  return `${scheme}//${base.host}/api/v1/workspaces/${encodeURIComponent(id)}/terminal?cols=${cols}&rows=${rows}${again}`;
 }
+
+/** Said in the terminal when the shell asked for after a blip had ended or waited too long. */
+export const GONE = "Your earlier shell is gone (it ended, or waited too long for you); this is a new one.";
 
 /** What the person is told when the shell ends. */
 export function exitMessage(control: { code?: number; signal?: string }): string {
@@ -54,6 +81,8 @@ export class TerminalConnection {
     private readonly sink: TerminalSink,
     private readonly open: (url: string) => Socket = (url) => new WebSocket(url) as Socket,
     private readonly base: Location | URL = location,
+    /** The shell to take back after a blip (k8shelld keeps it for a while). */
+    private readonly resume: ResumeStore = memoryStore(),
   ) {}
 
   connect(): void {
@@ -61,7 +90,8 @@ export class TerminalConnection {
     this.attempt++;
     this.sink.phase({ phase: "connecting", attempt: this.attempt });
     const { cols, rows } = this.sink.size();
-    const socket = this.open(terminalUrl(this.id, cols, rows, this.base));
+    const asked = this.resume.get();
+    const socket = this.open(terminalUrl(this.id, cols, rows, this.base, asked));
     socket.binaryType = "arraybuffer";
     this.socket = socket;
     let readied = false;
@@ -82,7 +112,13 @@ export class TerminalConnection {
             this.attempt = 0;
             this.sink.phase({ phase: "ready", session: control.session });
             break;
+          case "attached":
+            if (control.resumed) this.sink.reset();
+            else if (asked) this.sink.write(`\r\n\x1b[33m${GONE}\x1b[0m\r\n`);
+            this.resume.set(control.resume);
+            break;
           case "exit":
+            this.resume.set(null);
             this.end(exitMessage(control));
             break;
           case "error":
@@ -120,6 +156,8 @@ export class TerminalConnection {
 
   /** Tries again now (the person pressed "Reconnect"). */
   retry(): void {
+    // After an end, "New shell" means a new one.
+    if (this.ended) this.resume.set(null);
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     this.ended = false;
