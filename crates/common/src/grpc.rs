@@ -23,6 +23,27 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshaken connections waiting for the server to pick them up.
 const ACCEPT_BACKLOG: usize = 64;
 
+/// The largest HTTP/2 frame a k8shell peer accepts. Terminal, SFTP and forwarded bytes travel
+/// in messages of up to 64 KiB; at HTTP/2's default of 16 KiB each would be cut into several
+/// frames and read in small pieces.
+pub const MAX_FRAME: u32 = 128 * 1024;
+/// The HTTP/2 connection's receive window: one connection to a k8shelld carries every
+/// stream of that workspace, and the default (1 MiB) would make them share a small window.
+pub const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
+
+/// A gRPC server builder with k8shell's HTTP/2 settings for byte streams.
+pub fn server_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_frame_size(MAX_FRAME)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+}
+
+fn with_stream_settings(endpoint: Endpoint) -> Endpoint {
+    endpoint
+        .max_frame_size(MAX_FRAME)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+}
+
 /// A service's gRPC listener, as every service configures it (`[grpc]`).
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,9 +123,11 @@ pub fn mtls_channel(uri: &str, tls: &Arc<ReloadingTls>) -> Result<Channel, GrpcE
     let authority = uri
         .strip_prefix("https://")
         .ok_or_else(|| endpoint_error("use https://host:port".to_owned()))?;
-    let endpoint = Endpoint::from_shared(format!("http://{authority}"))
-        .map_err(|e| endpoint_error(e.to_string()))?
-        .connect_timeout(Duration::from_secs(10));
+    let endpoint = with_stream_settings(
+        Endpoint::from_shared(format!("http://{authority}"))
+            .map_err(|e| endpoint_error(e.to_string()))?
+            .connect_timeout(Duration::from_secs(10)),
+    );
     let connector = TlsConnector::from(tls.client_config(&[b"h2"])?);
     Ok(
         endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: Uri| {
@@ -128,15 +151,14 @@ pub fn mtls_channel(uri: &str, tls: &Arc<ReloadingTls>) -> Result<Channel, GrpcE
 pub fn unix_channel(path: &std::path::Path) -> Channel {
     let path = path.to_owned();
     // A fixed, valid URI: the connector ignores it.
-    Endpoint::from_static("http://k8shelld.local").connect_with_connector_lazy(tower::service_fn(
-        move |_: Uri| {
+    with_stream_settings(Endpoint::from_static("http://k8shelld.local"))
+        .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
             let path = path.clone();
             async move {
                 let stream = tokio::net::UnixStream::connect(path).await?;
                 Ok::<_, std::io::Error>(TokioIo::new(stream))
             }
-        },
-    ))
+        }))
 }
 
 /// The k8shell service that made this call, from its verified client certificate.

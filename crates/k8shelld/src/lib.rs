@@ -218,7 +218,7 @@ pub async fn serve(config: Config, listener: Listener, shutdown: Shutdown) -> Re
                     }
                 }
             });
-            let server = tonic::transport::Server::builder()
+            let server = k8shell_common::grpc::server_builder()
                 .add_service(health)
                 .add_service(guarded)
                 .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
@@ -236,7 +236,7 @@ pub async fn serve(config: Config, listener: Listener, shutdown: Shutdown) -> Re
                 check.check(r)
             });
             let incoming = mtls_incoming(listener, &tls, stop.clone())?;
-            let server = tonic::transport::Server::builder()
+            let server = k8shell_common::grpc::server_builder()
                 .add_service(health)
                 .add_service(guarded)
                 .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());

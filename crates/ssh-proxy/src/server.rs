@@ -34,6 +34,10 @@ pub fn ssh_config(keys: Vec<PrivateKey>, proxy: &Proxy) -> russh::server::Config
         keepalive_interval: Some(Duration::from_secs(30)),
         keepalive_max: 3,
         window_size: proxy.window_size(),
+        // Clients may send channel data in packets of up to 64 KiB instead of 32: half the
+        // packets, messages and writes on the way to k8shelld for bulk uploads (`ssh -L`,
+        // stdin, scp). russh warns above a TCP segment's 65535 bytes.
+        maximum_packet_size: 65535,
         channel_buffer_size: 16,
         event_buffer_size: 32,
         ..Default::default()
