@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use k8shell_proto::k8shelld::v1 as kpb;
 use russh::ChannelMsg;
 use russh::ChannelReadHalf;
 use tokio::sync::mpsc;
@@ -51,6 +52,60 @@ impl Backlog {
 
     fn sub(&self, n: usize) {
         self.0.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// The most client bytes one message to the workspace carries (ARCHITECTURE §3: 64 KiB).
+pub const MESSAGE_MAX: usize = 64 * 1024;
+
+/// A message to the workspace that can take the client data queued after it, so that a busy
+/// upload travels in fewer, larger messages (fewer frames, wake-ups and writes on both sides).
+/// Only messages already waiting are joined: typing is never held back.
+pub trait Join: Sized {
+    /// Appends `next` if both are plain data and the sum stays within [`MESSAGE_MAX`]; gives
+    /// `next` back otherwise.
+    fn join(&mut self, next: Self) -> Result<(), Self>;
+}
+
+fn fits(data: &[u8], next: &[u8]) -> bool {
+    data.len() + next.len() <= MESSAGE_MAX
+}
+
+impl Join for kpb::ExecInput {
+    fn join(&mut self, next: Self) -> Result<(), Self> {
+        use kpb::exec_input::Input::Stdin;
+        match (&mut self.input, &next.input) {
+            (Some(Stdin(data)), Some(Stdin(more))) if fits(data, more) => {
+                data.extend_from_slice(more);
+                Ok(())
+            }
+            _ => Err(next),
+        }
+    }
+}
+
+impl Join for kpb::ForwardInput {
+    fn join(&mut self, next: Self) -> Result<(), Self> {
+        use kpb::forward_input::Input::Data;
+        match (&mut self.input, &next.input) {
+            (Some(Data(data)), Some(Data(more))) if fits(data, more) => {
+                data.extend_from_slice(more);
+                Ok(())
+            }
+            _ => Err(next),
+        }
+    }
+}
+
+/// SFTP travels as the raw byte stream: any two pieces join.
+impl Join for kpb::SftpData {
+    fn join(&mut self, next: Self) -> Result<(), Self> {
+        if fits(&self.data, &next.data) {
+            self.data.extend_from_slice(&next.data);
+            Ok(())
+        } else {
+            Err(next)
+        }
     }
 }
 
@@ -94,7 +149,7 @@ impl Drop for Held {
 /// russh's loop never waits on this channel. When the client closes the channel or the
 /// connection ends, `gone` is cancelled: the output side then stops too. Dropping `out` at the
 /// end ends the workspace's input.
-pub async fn pump<T>(
+pub async fn pump<T: Join>(
     mut rx: ChannelReadHalf,
     out: mpsc::Sender<T>,
     backlog: Arc<Backlog>,
@@ -121,7 +176,19 @@ pub async fn pump<T>(
                 Some(message) => match convert(message) {
                     Step::Send(item, n) => {
                         held.add(n);
-                        queue.push_back((item, n));
+                        let rest = match queue.back_mut() {
+                            Some((last, bytes)) => match last.join(item) {
+                                Ok(()) => {
+                                    *bytes += n;
+                                    None
+                                }
+                                Err(item) => Some(item),
+                            },
+                            None => Some(item),
+                        };
+                        if let Some(item) = rest {
+                            queue.push_back((item, n));
+                        }
                     }
                     Step::Skip => {}
                     Step::Stop => open = false,
@@ -142,6 +209,36 @@ pub async fn pump<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queued_data_joins_up_to_one_message_and_nothing_else_does() {
+        let data = |n: usize| kpb::ForwardInput {
+            input: Some(kpb::forward_input::Input::Data(vec![7; n])),
+        };
+        let mut first = data(40 * 1024);
+        assert!(first.join(data(24 * 1024)).is_ok());
+        assert!(
+            matches!(&first.input, Some(kpb::forward_input::Input::Data(d)) if d.len() == MESSAGE_MAX)
+        );
+        assert!(first.join(data(1)).is_err(), "a full message takes no more");
+        let eof = kpb::ForwardInput {
+            input: Some(kpb::forward_input::Input::Eof(kpb::Eof {})),
+        };
+        assert!(
+            data(1).join(eof.clone()).is_err(),
+            "EOF stays its own message, in order"
+        );
+        let stdin = |b: &[u8]| kpb::ExecInput {
+            input: Some(kpb::exec_input::Input::Stdin(b.to_vec())),
+        };
+        let mut typed = stdin(b"ec");
+        assert!(typed.join(stdin(b"ho")).is_ok());
+        assert_eq!(typed, stdin(b"echo"));
+        let resize = kpb::ExecInput {
+            input: Some(kpb::exec_input::Input::Resize(kpb::WindowSize::default())),
+        };
+        assert!(typed.join(resize).is_err());
+    }
 
     #[test]
     fn a_large_backlog_pauses_the_window_and_a_drained_one_restores_it() {
