@@ -3,6 +3,7 @@
 //! header, one resize and one output event at `from` that redraw that screen, then the
 //! recording's own events. A player seeks without downloading what lies before.
 
+use k8shell_session::asciicast::Header;
 use serde_json::Value;
 
 /// Turns whole asciicast lines, read from the start, into the recording from `from` on.
@@ -79,19 +80,11 @@ impl ScreenAt {
         }
         if self.header.is_none() {
             self.header = Some(String::from_utf8_lossy(line).into_owned());
-            if let Ok(value) = serde_json::from_slice::<Value>(line) {
-                let dimension = |name: &str, default: u16| {
-                    value
-                        .get(name)
-                        .and_then(Value::as_u64)
-                        .and_then(|n| u16::try_from(n).ok())
-                        .filter(|n| *n > 0)
-                        .unwrap_or(default)
-                };
-                self.size = (
-                    dimension("width", DEFAULT_SIZE.0),
-                    dimension("height", DEFAULT_SIZE.1),
-                );
+            if let Ok(header) = serde_json::from_slice::<Header>(line)
+                && header.width > 0
+                && header.height > 0
+            {
+                self.size = (header.width, header.height);
             }
             return;
         }

@@ -248,19 +248,20 @@ impl Terminal {
         };
         // The shell asked for, if it is still kept; else (it ended or waited too long) a new
         // one, and `attached` says it is not the one asked for.
-        let asked = self.resume.take();
-        let mut resumed = asked.is_some();
-        let opened = match asked {
+        let opened = match self.resume.take() {
             Some(attach_id) => match self.open(attachment, &bearer, Some(attach_id)).await {
-                Err(status) if status.code() == tonic::Code::NotFound => {
-                    resumed = false;
-                    self.open(attachment, &bearer, None).await
-                }
-                other => other,
+                Err(status) if status.code() == tonic::Code::NotFound => self
+                    .open(attachment, &bearer, None)
+                    .await
+                    .map(|o| (o, false)),
+                other => other.map(|o| (o, true)),
             },
-            None => self.open(attachment, &bearer, None).await,
+            None => self
+                .open(attachment, &bearer, None)
+                .await
+                .map(|o| (o, false)),
         };
-        let (input, mut output) = match opened {
+        let ((input, mut output), resumed) = match opened {
             Ok(opened) => opened,
             Err(status) => {
                 let message = format!("the workspace did not answer: {}", status.message());

@@ -388,6 +388,14 @@ impl Screen {
     }
 }
 
+/// Resolves when the client's output closes; never while there is no client.
+async fn closed(client: &Option<OutputSender>) {
+    match client {
+        Some(client) => client.closed().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn lock(screen: &std::sync::Mutex<Screen>) -> std::sync::MutexGuard<'_, Screen> {
     screen
         .lock()
@@ -462,7 +470,7 @@ async fn run_pty(
                 hang_up(pid, shared.config.kill_grace, &mut exit).await;
                 return;
             }
-            () = async { match &tx { Some(tx) => tx.closed().await, None => std::future::pending().await } } => true,
+            () = closed(&tx) => true,
             control = async { match input.as_mut() { Some(input) => next_control(input).await, None => std::future::pending().await } } => match control {
                 Control::Stdin(bytes) => {
                     // Typing waits for the terminal to take it, but never past an exit or a
@@ -470,7 +478,7 @@ async fn run_pty(
                     tokio::select! {
                         _ = master.write_all(&bytes) => false,
                         status = &mut exit => break 'session status.ok(),
-                        () = async { match &tx { Some(tx) => tx.closed().await, None => std::future::pending().await } } => true,
+                        () = closed(&tx) => true,
                     }
                 }
                 Control::Eof => {

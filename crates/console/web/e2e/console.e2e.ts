@@ -183,7 +183,10 @@ describe("the console", () => {
     // Typing into the live view reaches nobody.
     await watcher.locator('[data-testid="live-view"] .xterm').click();
     await watcher.keyboard.type("echo from-the-watcher\n");
-    await page.waitForTimeout(500);
+    // The user's own typing after it arrives; the watcher's, had it gone anywhere, would be before.
+    await page.locator(".terminal .xterm").click();
+    await page.keyboard.type("echo after-the-$((6*7))\n");
+    await waitForScreen(page, ".terminal", (t) => t.includes("after-the-42"), "the user's later echo");
     expect(await screenText(page, ".terminal")).not.toContain("from-the-watcher");
     // Leaving the terminal ends the session; the watcher is told.
     await page.goto(`${URL}/workspaces`);

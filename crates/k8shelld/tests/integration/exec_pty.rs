@@ -172,10 +172,7 @@ async fn a_kept_terminal_is_hung_up_when_nobody_attaches_in_time() {
     shell.read_until("$ ").await;
     let (id, pid) = (shell.attach_id.clone(), shell.pid);
     drop(shell);
-    k8shell_testkit::poll_until("the kept shell to be hung up", || async move {
-        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
-    })
-    .await;
+    hung_up(pid, "the kept shell to be hung up").await;
     let gone = Exec::attach(&mut client, &id, 80, 24).await.err().unwrap();
     assert_eq!(gone.code(), tonic::Code::NotFound);
 }
@@ -192,7 +189,12 @@ async fn an_unkept_terminal_has_no_id_and_ends_with_its_client() {
     shell.read_until("$ ").await;
     let pid = shell.pid;
     drop(shell);
-    k8shell_testkit::poll_until("the shell to be hung up", || async move {
+    hung_up(pid, "the shell to be hung up").await;
+}
+
+/// Waits until process `pid` no longer exists.
+async fn hung_up(pid: u32, what: &str) {
+    k8shell_testkit::poll_until(what, || async move {
         (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
     })
     .await;

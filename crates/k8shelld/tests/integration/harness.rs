@@ -264,7 +264,7 @@ pub fn input(input: exec_input::Input) -> ExecInput {
 
 impl Exec {
     pub async fn open(client: &mut Client, start: ExecStart) -> Result<Self, tonic::Status> {
-        Self::call(client, exec_input::Input::Start(start), false).await
+        Self::call(client, exec_input::Input::Start(start)).await
     }
 
     /// Takes over the kept terminal `attach_id` at a new size.
@@ -282,14 +282,11 @@ impl Exec {
                 ..Default::default()
             }),
         });
-        Self::call(client, attach, true).await
+        Self::call(client, attach).await
     }
 
-    async fn call(
-        client: &mut Client,
-        first: exec_input::Input,
-        attach: bool,
-    ) -> Result<Self, tonic::Status> {
+    async fn call(client: &mut Client, first: exec_input::Input) -> Result<Self, tonic::Status> {
+        let attach = matches!(first, exec_input::Input::Attach(_));
         let (tx, rx) = mpsc::channel(4);
         tx.send(input(first)).await.unwrap();
         let stream = futures_util::stream::unfold(rx, |mut rx| async move {
