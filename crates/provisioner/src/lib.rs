@@ -16,6 +16,7 @@ pub mod runtime;
 mod server;
 pub mod service;
 pub mod store;
+mod wait;
 
 pub use config::{
     Config, GrpcConfig, ImagesConfig, LocalNetworkConfig, LocalRuntimeConfig, ReconcileConfig,

@@ -20,6 +20,7 @@ use crate::health;
 use crate::images;
 use crate::reconciler::Reconciler;
 use crate::store::{Desired, NewWorkspace, Observed, StoreError, WorkspaceRow};
+use crate::wait;
 
 /// The service.
 #[derive(Debug, Clone)]
@@ -231,57 +232,6 @@ impl ProvisionerService {
         let row = self.reconciler.store.set_desired(row.id, desired).await?;
         self.reconciler.wake();
         Ok(to_proto(&row))
-    }
-
-    /// Waits for the workspace to run, until `deadline`.
-    async fn wait_running(
-        &self,
-        row: WorkspaceRow,
-        changes: &mut tokio::sync::broadcast::Receiver<crate::changes::Change>,
-        deadline: tokio::time::Instant,
-    ) -> Result<WorkspaceRow, Status> {
-        let mut current = row;
-        loop {
-            match current.observed {
-                Observed::Running if current.desired == Desired::Running => return Ok(current),
-                Observed::Failed => {
-                    return Err(Status::failed_precondition(format!(
-                        "workspace {} failed to start: {}",
-                        current.name, current.reason
-                    )));
-                }
-                Observed::Deleting | Observed::Deleted => {
-                    return Err(Status::not_found(format!(
-                        "workspace {} was deleted",
-                        current.name
-                    )));
-                }
-                _ if current.desired == Desired::Stopped => {
-                    return Err(Status::aborted(format!(
-                        "workspace {} was stopped while it started",
-                        current.name
-                    )));
-                }
-                _ => {}
-            }
-            tokio::select! {
-                change = changes.recv() => match change {
-                    Ok(change) if change.workspace.id == current.id => current = change.workspace,
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => current = self.reconciler.store.get(current.id).await?,
-                    Err(RecvError::Closed) => return Err(Status::unavailable("the provisioner is stopping")),
-                },
-                () = tokio::time::sleep_until(deadline) => {
-                    return Err(Status::deadline_exceeded(format!(
-                        "workspace {} is still {} ({}); try again shortly",
-                        current.name,
-                        current.observed.as_str(),
-                        current.reason
-                    )));
-                }
-                () = self.stop.cancelled() => return Err(Status::unavailable("the provisioner is stopping")),
-            }
-        }
     }
 }
 
@@ -522,7 +472,9 @@ impl Provisioner for ProvisionerService {
         } else {
             row
         };
-        let row = self.wait_running(row, &mut changes, deadline).await?;
+        let store = &self.reconciler.store;
+        let row = wait::until_running(row, &mut changes, deadline, &self.stop, |id| store.get(id))
+            .await?;
         let endpoint = health::parse_endpoint(&row.endpoint)
             .ok_or_else(|| Status::internal("a running workspace without an endpoint"))?;
         let channel = health::channel(&endpoint, &self.reconciler.tls).map_err(Status::internal)?;
