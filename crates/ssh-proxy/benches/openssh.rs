@@ -34,7 +34,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8shell_testkit::SshClient;
-use platform::Platform;
+use platform::{Pace, Platform};
 use support::free_port;
 
 const GIB: usize = 1 << 30;
@@ -401,7 +401,9 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async move {
-        let mut platform = Platform::start().await;
+        // The provisioner's background passes as often as in a deployment (tests run them
+        // every 200 ms; each one spawns runc, which would otherwise share the cores).
+        let mut platform = Platform::start_paced(Pace::production(), |_| {}).await;
         platform.add_user("bench").await;
         platform
             .create_workspace(

@@ -108,6 +108,26 @@ async fn http_get(addr: SocketAddr, path: &str) -> String {
     body.to_owned()
 }
 
+/// How often the platform's background work runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// The provisioner's full pass (each one runs `runc state` per running workspace).
+    pub reconcile_every: Duration,
+}
+
+impl Pace {
+    /// Tests see crashes and idle stops within a fraction of a second.
+    pub const TESTS: Self = Self {
+        reconcile_every: Duration::from_millis(200),
+    };
+    /// What a deployment does (benchmarks measure the platform as it runs there).
+    pub fn production() -> Self {
+        Self {
+            reconcile_every: k8shell_provisioner::ReconcileConfig::default().every,
+        }
+    }
+}
+
 impl Services {
     /// Starts everything; `who` names the tests (in the root check and the log).
     pub async fn start(who: &str) -> Self {
@@ -117,6 +137,15 @@ impl Services {
     /// Starts everything; `adjust` may change identity's configuration first (an OpenID
     /// provider, the device page).
     pub async fn start_with(who: &str, adjust: impl FnOnce(&mut k8shell_identity::Config)) -> Self {
+        Self::start_paced(who, Pace::TESTS, adjust).await
+    }
+
+    /// Starts everything at `pace`; `adjust` as in [`Services::start_with`].
+    pub async fn start_paced(
+        who: &str,
+        pace: Pace,
+        adjust: impl FnOnce(&mut k8shell_identity::Config),
+    ) -> Self {
         require_root(who);
         install_crypto_provider();
         let _already = k8shell_common::telemetry::init(who, &Default::default());
@@ -282,7 +311,7 @@ impl Services {
                 },
             ),
             reconcile: k8shell_provisioner::ReconcileConfig {
-                every: Duration::from_millis(200),
+                every: pace.reconcile_every,
                 ..Default::default()
             },
             telemetry: Default::default(),

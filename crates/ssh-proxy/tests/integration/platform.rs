@@ -8,7 +8,7 @@ use k8shell_common::events::{NatsConfig, OutboxConfig};
 use k8shell_common::shutdown::Shutdown;
 use k8shell_testkit::SshClient;
 #[allow(unused_imports)]
-pub use k8shell_testplatform::{ADMIN, Services, by_name};
+pub use k8shell_testplatform::{ADMIN, Pace, Services, by_name};
 
 pub struct Platform {
     services: Services,
@@ -46,7 +46,15 @@ impl Platform {
 
     /// Starts everything; `adjust` may change the proxy's configuration first.
     pub async fn start_with(adjust: impl FnOnce(&mut k8shell_ssh_proxy::Config)) -> Self {
-        let services = Services::start("ssh-proxy").await;
+        Self::start_paced(Pace::TESTS, adjust).await
+    }
+
+    /// Starts everything at `pace` (the benchmark runs at a deployment's).
+    pub async fn start_paced(
+        pace: Pace,
+        adjust: impl FnOnce(&mut k8shell_ssh_proxy::Config),
+    ) -> Self {
+        let services = Services::start_paced("ssh-proxy", pace, |_| {}).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let ssh_addr = listener.local_addr().unwrap();
         let mut proxy_config = k8shell_ssh_proxy::Config {
