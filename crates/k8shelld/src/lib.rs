@@ -75,9 +75,22 @@ pub struct Shared {
     session_ended: tokio::sync::Notify,
     /// Terminals kept for `Attach`.
     kept: kept::KeptTerminals,
+    /// Cancelled when k8shelld starts to stop: no new sessions from then on.
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 impl Shared {
+    /// New sessions are refused once k8shelld is stopping (the running ones are being ended).
+    fn refuse_if_stopping(&self) -> Result<(), Status> {
+        if self.stopping.is_cancelled() {
+            Err(Status::unavailable(
+                "the workspace is stopping; start it again to connect",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
     pub(crate) fn track(self: &Arc<Self>, pid: i32) -> SessionGuard {
         self.lock_sessions().insert(pid);
         SessionGuard {
@@ -176,6 +189,7 @@ pub async fn serve(config: Config, listener: Listener, shutdown: Shutdown) -> Re
         sessions: Mutex::default(),
         session_ended: tokio::sync::Notify::new(),
         kept: kept::KeptTerminals::default(),
+        stopping: shutdown.token(),
     });
     let (health_reporter, health) = k8shell_proto::health::server::health_reporter();
     health_reporter
@@ -185,15 +199,23 @@ pub async fn serve(config: Config, listener: Listener, shutdown: Shutdown) -> Re
         shared: Arc::clone(&shared),
     };
     let stop = shutdown.token();
-    // Graceful shutdown waits for open streams, so sessions must be ended alongside it.
-    let ender = {
+    // The server keeps its connections until the sessions have ended and their last messages
+    // (exit statuses) had time to reach the clients: a graceful shutdown at once would close a
+    // connection as soon as its calls answered, while a client may still be writing (its stdin's
+    // EOF), and that write's broken pipe would lose the answer it had not read yet.
+    let drained = tokio_util::sync::CancellationToken::new();
+    {
         let shared = Arc::clone(&shared);
         let stop = stop.clone();
+        let drained = drained.clone();
         tokio::spawn(async move {
             stop.cancelled().await;
-            end_sessions(&shared).await;
-        })
-    };
+            if end_sessions(&shared).await {
+                tokio::time::sleep(FLUSH_GRACE).await;
+            }
+            drained.cancel();
+        });
+    }
     tracing::info!(
         workspace = %shared.config.workspace_id,
         user = %shared.account.name,
@@ -221,8 +243,8 @@ pub async fn serve(config: Config, listener: Listener, shutdown: Shutdown) -> Re
             let server = k8shell_common::grpc::server_builder()
                 .add_service(health)
                 .add_service(guarded)
-                .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
-            until_sessions_end(server, ender).await?;
+                .serve_with_incoming_shutdown(incoming, drained.clone().cancelled_owned());
+            until_sessions_end(server, &drained).await?;
         }
         Listener::Tcp(listener, tls) => {
             let check = Arc::clone(&auth);
@@ -239,28 +261,29 @@ pub async fn serve(config: Config, listener: Listener, shutdown: Shutdown) -> Re
             let server = k8shell_common::grpc::server_builder()
                 .add_service(health)
                 .add_service(guarded)
-                .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
-            until_sessions_end(server, ender).await?;
+                .serve_with_incoming_shutdown(incoming, drained.clone().cancelled_owned());
+            until_sessions_end(server, &drained).await?;
         }
     }
     tracing::info!("k8shelld stopped");
     Ok(())
 }
 
-/// Time for the last messages (exit statuses) to reach clients after the sessions ended.
+/// Time for the last messages (exit statuses) to reach clients after the sessions ended, and
+/// then for calls that are not sessions (forwards) to finish before their connections close.
 const FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Runs the server until it stops by itself, or until shutdown has ended every session and the
-/// last messages had time to leave: clients that keep idle connections open do not hold
-/// k8shelld (and with it the workspace) up.
+/// Runs the server until it stops by itself, or until it was `drained` and the calls left had
+/// [`FLUSH_GRACE`] more: clients that keep a forward open do not hold k8shelld (and with it the
+/// workspace) up.
 async fn until_sessions_end(
     server: impl std::future::Future<Output = Result<(), tonic::transport::Error>>,
-    ender: tokio::task::JoinHandle<()>,
+    drained: &tokio_util::sync::CancellationToken,
 ) -> Result<(), Error> {
     tokio::select! {
         result = server => result?,
-        _ = async {
-            let _ = ender.await;
+        () = async {
+            drained.cancelled().await;
             tokio::time::sleep(FLUSH_GRACE).await;
         } => tracing::info!("sessions ended; closing the remaining connections"),
     }
@@ -268,10 +291,11 @@ async fn until_sessions_end(
 }
 
 /// SIGTERM to every session's process group, SIGKILL to those still there after the grace.
-async fn end_sessions(shared: &Arc<Shared>) {
+/// False if there was none.
+async fn end_sessions(shared: &Arc<Shared>) -> bool {
     let groups: Vec<i32> = shared.lock_sessions().iter().copied().collect();
     if groups.is_empty() {
-        return;
+        return false;
     }
     tracing::info!(sessions = groups.len(), "ending sessions");
     for pid in &groups {
@@ -293,11 +317,12 @@ async fn end_sessions(shared: &Arc<Shared>) {
         .await
         .is_ok()
     {
-        return;
+        return true;
     }
     for pid in shared.lock_sessions().iter() {
         let _ = killpg(Pid::from_raw(*pid), Signal::SIGKILL);
     }
+    true
 }
 
 /// The gRPC service.
@@ -328,6 +353,7 @@ impl Workspace for WorkspaceService {
         &self,
         request: Request<Streaming<ExecInput>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
+        self.shared.refuse_if_stopping()?;
         let user = caller_user(&request);
         let rx = exec::exec(Arc::clone(&self.shared), &user, request.into_inner()).await?;
         Ok(Response::new(ChannelStream(rx)))
@@ -339,6 +365,7 @@ impl Workspace for WorkspaceService {
         &self,
         request: Request<Streaming<ExecInput>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
+        self.shared.refuse_if_stopping()?;
         let user = caller_user(&request);
         let mut input = request.into_inner();
         let attach = match futures_util::StreamExt::next(&mut input).await {
@@ -375,6 +402,7 @@ impl Workspace for WorkspaceService {
         &self,
         request: Request<Streaming<ForwardInput>>,
     ) -> Result<Response<Self::ForwardStream>, Status> {
+        self.shared.refuse_if_stopping()?;
         let rx = forward::forward(Arc::clone(&self.shared), request.into_inner()).await?;
         Ok(Response::new(ChannelStream(rx)))
     }
@@ -383,6 +411,7 @@ impl Workspace for WorkspaceService {
         &self,
         request: Request<Streaming<SftpData>>,
     ) -> Result<Response<Self::SftpStream>, Status> {
+        self.shared.refuse_if_stopping()?;
         let rx = sftp::sftp(Arc::clone(&self.shared), request.into_inner()).await?;
         Ok(Response::new(ChannelStream(rx)))
     }

@@ -242,6 +242,12 @@ async fn sigterm_to_pid1_ends_sessions_with_a_grace_period() {
     exec.read_until("ready").await;
     kill(container.daemon_pid(), Signal::SIGTERM).unwrap();
     exec.read_until("got-term").await;
+    // A stopping k8shelld starts no new session: it refuses ("the workspace is stopping"), or on
+    // a very slow machine its connection is already gone.
+    if let Ok(mut late) = Exec::open(&mut client, start("echo late")).await {
+        panic!("a session started after SIGTERM: {:?}", late.wait().await);
+    }
+    // Writing while the session ends must not cost the client its exit status.
     exec.send(exec_input::Input::StdinEof(Default::default()))
         .await;
     assert_eq!(
