@@ -1,7 +1,8 @@
 //! The web console in headless Chromium (Playwright, `crates/console/web/e2e`) against
 //! k8shell-allinone on a platform host, the browser on a client host: sign in through the
 //! OpenID provider, create a workspace, use its terminal, stop and start it, replay and seek the
-//! recording, and visit every page. Screenshots land in `target/…/console-screenshots`
+//! recording, and visit every page, each checked with axe-core (WCAG 2.2 AA, light and dark).
+//! Screenshots land in `target/…/console-screenshots`
 //! (or `K8SHELL_ARTIFACTS`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

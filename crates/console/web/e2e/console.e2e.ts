@@ -1,10 +1,10 @@
 // One person's visit to the console, in headless Chromium against the real platform: sign in
 // through the OpenID provider, create a workspace, use its terminal, resize it, stop and start
 // the workspace, find the session and replay it, seek, and visit every other page. Each page is
-// saved as a screenshot (K8SHELL_ARTIFACTS).
+// saved as a screenshot (K8SHELL_ARTIFACTS) and checked against WCAG 2.1 AA with axe-core.
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { Browser, BrowserContext, Page } from "playwright-core";
-import { launch, screenText, setting, snap, waitForScreen } from "./browser";
+import { expectAccessible, launch, screenText, setting, snap, waitForScreen } from "./browser";
 
 const URL = setting("K8SHELL_CONSOLE_URL");
 const LOGIN = setting("K8SHELL_OIDC_LOGIN");
@@ -14,6 +14,7 @@ let browser: Browser;
 let context: BrowserContext;
 let page: Page;
 let workspacePath = "";
+let sessionPath = "";
 
 beforeAll(async () => {
   browser = await launch();
@@ -48,6 +49,7 @@ describe("the console", () => {
   it("signs in through the OpenID provider", async () => {
     await page.goto(URL);
     await snap(page, "01-sign-in");
+    await expectAccessible(page, "01-sign-in");
     await page.getByRole("link", { name: "Sign in" }).click();
     // The provider's own pages: a login form, then consent.
     await page.locator('input[name="login"]').fill(LOGIN);
@@ -60,6 +62,7 @@ describe("the console", () => {
     await page.waitForURL(`${URL}/workspaces`);
     await expect.poll(() => page.getByTestId("whoami").textContent()).toBe(LOGIN);
     await snap(page, "02-workspaces");
+    await expectAccessible(page, "02-workspaces");
   });
 
   it("creates a workspace from an example", async () => {
@@ -67,12 +70,14 @@ describe("the console", () => {
     await page.getByLabel("Name").fill(WORKSPACE);
     await page.getByLabel("Example", { exact: true }).selectOption("busybox");
     await snap(page, "03-new-workspace");
+    await expectAccessible(page, "03-new-workspace");
     await page.getByRole("button", { name: "Create workspace" }).click();
     await page.waitForURL(/\/workspaces\/[0-9a-f-]{36}$/);
     workspacePath = new globalThis.URL(page.url()).pathname;
     await expect.poll(() => page.locator("h1").textContent()).toBe(`${LOGIN}/${WORKSPACE}`);
     await expect.poll(() => page.getByTestId("ssh-command").textContent()).toContain(`${LOGIN}+${WORKSPACE}@`);
     await snap(page, "04-workspace");
+    await expectAccessible(page, "04-workspace");
   });
 
   it("opens a terminal, runs a command and follows a resize", async () => {
@@ -82,6 +87,7 @@ describe("the console", () => {
     await page.keyboard.type("echo console-ok\n");
     await waitForScreen(page, ".terminal", (t) => t.split("console-ok").length >= 3, "console-ok echoed and printed");
     await snap(page, "05-terminal");
+    await expectAccessible(page, "05-terminal");
 
     // The connection drops (here: the page reloads): the same shell comes back, with its state.
     await page.keyboard.type("kept=same-shell-$((6*7))\n");
@@ -104,6 +110,7 @@ describe("the console", () => {
     }).toBe(true);
     expect(cols).toBeLessThan(120);
     await snap(page, "06-terminal-resized");
+    await expectAccessible(page, "06-terminal-resized");
     await page.setViewportSize({ width: 1280, height: 800 });
   });
 
@@ -112,6 +119,7 @@ describe("the console", () => {
     await page.getByRole("button", { name: `Stop ${WORKSPACE}` }).click();
     await expect.poll(() => page.locator(".page-head .badge").textContent(), { timeout: 120_000 }).toBe("stopped");
     await snap(page, "07-workspace-stopped");
+    await expectAccessible(page, "07-workspace-stopped");
     await page.getByRole("button", { name: `Start ${WORKSPACE}` }).click();
     await expect.poll(() => page.locator(".page-head .badge").textContent(), { timeout: 120_000 }).toBe("running");
   });
@@ -122,8 +130,10 @@ describe("the console", () => {
     const row = page.locator("tr[data-session]").first();
     await expect.poll(() => row.count()).toBe(1);
     await snap(page, "08-sessions");
+    await expectAccessible(page, "08-sessions");
     await row.getByRole("link").click();
     await page.waitForURL(/\/sessions\/[0-9a-f-]{36}$/);
+    sessionPath = new globalThis.URL(page.url()).pathname;
     const player = page.getByTestId("player");
     await expect.poll(() => player.count()).toBe(1);
     // The page says when the recording is whole (its upload is through).
@@ -134,8 +144,17 @@ describe("the console", () => {
     await page.getByLabel("Speed").selectOption("8");
     await page.getByTestId("play").click();
     await waitForScreen(page, ".player-screen", (t) => t.includes("console-ok"), "console-ok in the replay");
+    // Paused, for the seeks below. The replay may have reached its end and stopped by itself (a
+    // click on Play would then start it again), so the button is pressed until it says Play.
+    const play = page.getByTestId("play");
+    await expect
+      .poll(async () => {
+        if ((await play.textContent()) === "Pause") await play.click();
+        return play.textContent();
+      })
+      .toBe("Play");
     await snap(page, "09-replay");
-    await page.getByTestId("play").click(); // pause
+    await expectAccessible(page, "09-replay");
 
     // Seek to the start, then to the end: the screen as it was then, from a request that starts
     // there instead of the whole recording.
@@ -157,6 +176,7 @@ describe("the console", () => {
     await waitForScreen(page, ".player-screen", (t) => t.includes("same-shell-42"), "same-shell-42 at the end");
     expect(asked.some((u) => /[?&]from=\d/.test(u) && u.includes("screen=true"))).toBe(true);
     await snap(page, "10-replay-seeked");
+    await expectAccessible(page, "10-replay-seeked");
 
     // The .cast download is the whole recording.
     const href = await page.getByRole("link", { name: "Download .cast" }).getAttribute("href");
@@ -180,6 +200,7 @@ describe("the console", () => {
     await page.keyboard.type("echo live-$((6*7))\n");
     await waitForScreen(watcher, '[data-testid="live-view"]', (t) => t.includes("live-42"), "live-42 in the live view");
     await snap(watcher, "11-live-view");
+    await expectAccessible(watcher, "11-live-view");
     // Typing into the live view reaches nobody.
     await watcher.locator('[data-testid="live-view"] .xterm').click();
     await watcher.keyboard.type("echo from-the-watcher\n");
@@ -198,17 +219,21 @@ describe("the console", () => {
     await page.getByRole("link", { name: "SSH keys" }).click();
     await expect.poll(() => page.locator("h1").textContent()).toBe("SSH keys");
     await snap(page, "12-keys");
+    await expectAccessible(page, "12-keys");
     await page.getByRole("link", { name: "API tokens" }).click();
     await page.getByLabel("New token name").fill("console-e2e");
     await page.getByRole("button", { name: "Create token" }).click();
     await expect.poll(async () => ((await page.getByTestId("token-secret").textContent()) ?? "").length).toBeGreaterThan(20);
     await snap(page, "13-tokens");
+    await expectAccessible(page, "13-tokens");
     await page.getByRole("link", { name: "Users" }).click();
     await expect.poll(() => page.locator(`tr[data-user="${LOGIN}"]`).count()).toBe(1);
     await snap(page, "14-users");
+    await expectAccessible(page, "14-users");
     await page.getByRole("link", { name: "Decisions" }).click();
     await expect.poll(() => page.locator("tbody tr").count()).toBeGreaterThan(0);
     await snap(page, "15-decisions");
+    await expectAccessible(page, "15-decisions");
   });
 
   it("works on a narrow window, in the dark, and from the keyboard", async () => {
@@ -219,6 +244,7 @@ describe("the console", () => {
     const background = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
     expect(background).toBe("rgb(13, 17, 23)");
     await snap(page, "16-narrow-dark");
+    await expectAccessible(page, "16-narrow-dark");
     // The page does not scroll sideways (tables scroll inside their own box); if it does, the
     // elements that stick out are named.
     const overflow = await page.evaluate(() => ({
@@ -232,6 +258,27 @@ describe("the console", () => {
     await page.keyboard.press("Tab");
     expect(await page.evaluate(() => document.activeElement?.textContent)).toBe("Skip to content");
     await page.setViewportSize({ width: 1280, height: 800 });
+  });
+
+  it("keeps every page readable in the dark", async () => {
+    // Each page with what shows it has loaded; the light theme was checked on the way here.
+    const pages: [string, string][] = [
+      ["/workspaces", `tr[data-workspace="${WORKSPACE}"]`],
+      ["/workspaces/new", "form"],
+      [workspacePath, '[data-testid="ssh-command"]'],
+      ["/sessions", "tr[data-session]"],
+      [sessionPath, '[data-testid="player-time"]'],
+      ["/keys", "h1"],
+      ["/tokens", "tbody tr"],
+      ["/admin/users", `tr[data-user="${LOGIN}"]`],
+      ["/admin/decisions", "tbody tr"],
+    ];
+    for (const [path, loaded] of pages) {
+      await page.goto(`${URL}${path}`);
+      await page.locator(loaded).first().waitFor();
+      await expect.poll(() => page.locator('[aria-busy="true"]').count()).toBe(0);
+      await expectAccessible(page, `${path} in the dark`);
+    }
     await page.emulateMedia({ colorScheme: "light" });
   });
 

@@ -84,7 +84,7 @@ export function TerminalPage({ id }: { id: string }) {
           </button>
         ) : null}
       </p>
-      <div class="terminal" ref={host} aria-label="Terminal" data-testid="terminal" />
+      <div class="terminal" ref={host} role="region" aria-label="Terminal" data-testid="terminal" />
     </section>
   );
 }

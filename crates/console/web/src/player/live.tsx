@@ -64,7 +64,7 @@ export function LiveView({ sessionId, onEnd }: { sessionId: string; onEnd: () =>
         {status}
         {channels.length > 1 ? ` Showing terminal on channel ${shown}.` : ""}
       </p>
-      <div class="player-screen" ref={host} aria-label="Live terminal" />
+      <div class="player-screen" ref={host} role="region" aria-label="Live terminal" />
     </div>
   );
 }

@@ -116,7 +116,7 @@ export function Player({ recording }: { recording: Recording }) {
 
   return (
     <div class="player" data-testid="player">
-      <div class="player-screen" ref={host} aria-label="Recording" />
+      <div class="player-screen" ref={host} role="region" aria-label="Recording" />
       <div class="player-controls">
         <button type="button" onClick={toggle} aria-label={playing ? "Pause" : "Play"} data-testid="play">
           {playing ? "Pause" : "Play"}
