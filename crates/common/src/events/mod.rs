@@ -150,20 +150,78 @@ pub async fn connect(
         .map_err(EventError::js)
 }
 
-/// Creates the stream if it does not exist yet and returns it.
+/// Creates the stream if it does not exist yet and returns it. A stream made by an earlier
+/// version may lack subjects added since: they are added (and none taken away, so that the
+/// earlier version keeps working during an upgrade); otherwise NATS would refuse, or no stream
+/// would keep, the events published on them.
 pub async fn ensure_stream(
     js: &async_nats::jetstream::Context,
     spec: &StreamSpec,
 ) -> Result<async_nats::jetstream::stream::Stream, EventError> {
     use async_nats::jetstream::stream::{Config, StorageType};
-    js.get_or_create_stream(Config {
-        name: spec.name.to_owned(),
-        subjects: spec.subjects.iter().map(|s| (*s).to_owned()).collect(),
-        description: Some(spec.description.to_owned()),
-        storage: StorageType::File,
-        duplicate_window: spec.duplicate_window,
-        ..Default::default()
-    })
-    .await
-    .map_err(EventError::js)
+    let mut stream = js
+        .get_or_create_stream(Config {
+            name: spec.name.to_owned(),
+            subjects: spec.subjects.iter().map(|s| (*s).to_owned()).collect(),
+            description: Some(spec.description.to_owned()),
+            storage: StorageType::File,
+            duplicate_window: spec.duplicate_window,
+            ..Default::default()
+        })
+        .await
+        .map_err(EventError::js)?;
+    let config = &stream.info().await.map_err(EventError::js)?.config;
+    let missing: Vec<String> = spec
+        .subjects
+        .iter()
+        .filter(|s| !config.subjects.iter().any(|have| covers(have, s)))
+        .map(|s| (*s).to_owned())
+        .collect();
+    if missing.is_empty() {
+        return Ok(stream);
+    }
+    let mut wider = config.clone();
+    wider.subjects.extend(missing.iter().cloned());
+    tracing::info!(stream = spec.name, added = ?missing, "the stream stores new subjects");
+    js.update_stream(wider).await.map_err(EventError::js)?;
+    js.get_stream(spec.name).await.map_err(EventError::js)
+}
+
+/// Whether every subject that `subject` matches is matched by `pattern` too (NATS wildcards:
+/// `*` is one token, `>` one or more at the end). NATS refuses a stream whose subjects overlap.
+fn covers(pattern: &str, subject: &str) -> bool {
+    let mut wanted = subject.split('.');
+    for token in pattern.split('.') {
+        match (token, wanted.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(t)) if t != ">" => {}
+            (p, Some(t)) if p == t => {}
+            _ => return false,
+        }
+    }
+    wanted.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::covers;
+
+    #[test]
+    fn a_subject_is_covered_by_itself_and_by_wider_wildcards() {
+        assert!(covers("k8shell.session.opened", "k8shell.session.opened"));
+        assert!(covers("k8shell.session.>", "k8shell.session.opened"));
+        assert!(covers("k8shell.*.opened", "k8shell.session.opened"));
+        assert!(covers("k8shell.>", "k8shell.workspace.>"));
+        assert!(covers("k8shell.*.*", "k8shell.workspace.*"));
+    }
+
+    #[test]
+    fn a_narrower_or_other_subject_does_not_cover() {
+        assert!(!covers("k8shell.session.opened", "k8shell.session.closed"));
+        assert!(!covers("k8shell.session.opened", "k8shell.session.>"));
+        assert!(!covers("k8shell.session", "k8shell.session.opened"));
+        assert!(!covers("k8shell.session.opened", "k8shell.session"));
+        assert!(!covers("k8shell.*", "k8shell.workspace.>"));
+        assert!(!covers("k8shell.session.>", "k8shell.session"));
+    }
 }

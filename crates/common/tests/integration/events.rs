@@ -188,3 +188,55 @@ async fn a_consumer_drops_a_second_copy_of_an_event() {
     );
     b.ack().await.unwrap();
 }
+
+/// An upgrade: the AUDIT stream was made by a version that stored fewer subjects (and an operator
+/// added one). The new version's events must be stored too, and nothing the old one had is lost.
+#[tokio::test]
+async fn a_stream_made_by_an_earlier_version_gains_the_new_subjects() {
+    let nats = Nats::start().unwrap();
+    let js = jetstream(&nats).await;
+    let old = ["k8shell.auth.>", "k8shell.session.>", "k8shell.ops.extra"];
+    js.create_stream(jetstream::stream::Config {
+        name: AUDIT.name.to_owned(),
+        subjects: old.iter().map(|s| (*s).to_owned()).collect(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let acked = |subject: &'static str| {
+        let js = js.clone();
+        async move {
+            match js.publish(subject, "{}".into()).await {
+                Ok(ack) => ack.await.is_ok(),
+                Err(_) => false,
+            }
+        }
+    };
+    assert!(
+        !acked("k8shell.workspace.running").await,
+        "the old stream should not store workspace events"
+    );
+
+    let mut stream = ensure_stream(&js, &AUDIT).await.unwrap();
+    let mut subjects = stream.info().await.unwrap().config.subjects.clone();
+    subjects.sort();
+    let mut expected: Vec<String> = old
+        .iter()
+        .chain(&["k8shell.audit.>", "k8shell.shield.>", "k8shell.workspace.>"])
+        .map(|s| (*s).to_owned())
+        .collect();
+    expected.sort();
+    // k8shell.session.opened and the like are already under k8shell.session.> (NATS refuses
+    // overlapping subjects, so they are not added again).
+    assert_eq!(subjects, expected);
+    assert!(acked("k8shell.workspace.running").await);
+    assert!(acked("k8shell.ops.extra").await);
+    assert_eq!(stream_messages(&js).await, 2);
+
+    // Once up to date, the stream is left as it is.
+    let mut again = ensure_stream(&js, &AUDIT).await.unwrap();
+    assert_eq!(
+        again.info().await.unwrap().config.subjects.len(),
+        expected.len()
+    );
+}
