@@ -31,16 +31,19 @@ where
     let mut current = row;
     let mut as_stored = true;
     loop {
-        if current.observed == Observed::Running && current.desired == Desired::Running {
-            return Ok(current);
-        }
-        if let Some(ended) = ended(&current) {
-            if as_stored {
-                return Err(ended);
-            }
-            current = reread(current.id).await?;
+        let runs = current.observed == Observed::Running && current.desired == Desired::Running;
+        let ended = ended(&current);
+        if (runs || ended.is_some()) && !as_stored {
+            // A change that would end the wait may be older than what is stored now.
+            current = stored(reread(current.id), deadline, &current).await?;
             as_stored = true;
             continue;
+        }
+        if runs {
+            return Ok(current);
+        }
+        if let Some(ended) = ended {
+            return Err(ended);
         }
         tokio::select! {
             change = changes.recv() => match change {
@@ -50,22 +53,40 @@ where
                 }
                 Ok(_) => {}
                 Err(RecvError::Lagged(_)) => {
-                    current = reread(current.id).await?;
+                    current = stored(reread(current.id), deadline, &current).await?;
                     as_stored = true;
                 }
                 Err(RecvError::Closed) => return Err(Status::unavailable("the provisioner is stopping")),
             },
-            () = tokio::time::sleep_until(deadline) => {
-                return Err(Status::deadline_exceeded(format!(
-                    "workspace {} is still {} ({}); try again shortly",
-                    current.name,
-                    current.observed.as_str(),
-                    current.reason
-                )));
-            }
+            () = tokio::time::sleep_until(deadline) => return Err(still(&current)),
             () = stop.cancelled() => return Err(Status::unavailable("the provisioner is stopping")),
         }
     }
+}
+
+/// The stored row, read by `read` within the same deadline as the wait.
+async fn stored<Read>(
+    read: Read,
+    deadline: tokio::time::Instant,
+    current: &WorkspaceRow,
+) -> Result<WorkspaceRow, Status>
+where
+    Read: Future<Output = Result<WorkspaceRow, StoreError>>,
+{
+    match tokio::time::timeout_at(deadline, read).await {
+        Ok(row) => Ok(row?),
+        Err(_) => Err(still(current)),
+    }
+}
+
+/// The answer when the deadline passes with the workspace not running yet.
+fn still(row: &WorkspaceRow) -> Status {
+    Status::deadline_exceeded(format!(
+        "workspace {} is still {} ({}); try again shortly",
+        row.name,
+        row.observed.as_str(),
+        row.reason
+    ))
 }
 
 /// Why waiting for `row` to run is over, if it is: it failed, went away or was stopped.
@@ -123,10 +144,12 @@ mod tests {
         }
     }
 
+    /// Waits from `start` with `sent` queued; the store answers `stored` in order (the last one
+    /// again once they run out).
     async fn wait(
         start: WorkspaceRow,
         sent: Vec<Change>,
-        stored: WorkspaceRow,
+        stored: Vec<WorkspaceRow>,
     ) -> (Result<WorkspaceRow, Status>, usize) {
         let (sender, mut changes) = broadcast::channel(16);
         for change in sent {
@@ -140,9 +163,10 @@ mod tests {
             deadline,
             &CancellationToken::new(),
             |_| {
-                *rereads.lock().unwrap() += 1;
-                let stored = stored.clone();
-                async move { Ok(stored) }
+                let mut n = rereads.lock().unwrap();
+                let answer = stored[(*n).min(stored.len() - 1)].clone();
+                *n += 1;
+                async move { Ok(answer) }
             },
         )
         .await;
@@ -161,10 +185,30 @@ mod tests {
                 change(Desired::Running, Observed::Starting),
                 change(Desired::Running, Observed::Running),
             ],
-            row(Desired::Running, Observed::Starting),
+            vec![
+                row(Desired::Running, Observed::Starting),
+                row(Desired::Running, Observed::Running),
+            ],
         )
         .await;
         assert_eq!(result.unwrap().observed, Observed::Running);
+        assert_eq!(
+            rereads, 2,
+            "the stopped change and the running one were confirmed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stale_running_change_does_not_hand_out_a_stopping_workspace() {
+        // The workspace ran, then was asked to stop; the old "running" change arrives late.
+        let (result, rereads) = wait(
+            row(Desired::Running, Observed::Starting),
+            vec![change(Desired::Running, Observed::Running)],
+            vec![row(Desired::Stopped, Observed::Stopping)],
+        )
+        .await;
+        let status = result.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Aborted);
         assert_eq!(rereads, 1);
     }
 
@@ -173,7 +217,7 @@ mod tests {
         let (result, _) = wait(
             row(Desired::Running, Observed::Starting),
             vec![change(Desired::Stopped, Observed::Stopping)],
-            row(Desired::Stopped, Observed::Stopping),
+            vec![row(Desired::Stopped, Observed::Stopping)],
         )
         .await;
         let status = result.unwrap_err();
@@ -191,7 +235,7 @@ mod tests {
                 workspace: failed.clone(),
                 previous: Observed::Starting,
             }],
-            failed,
+            vec![failed],
         )
         .await;
         let status = result.unwrap_err();
