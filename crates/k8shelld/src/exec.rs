@@ -79,6 +79,7 @@ pub async fn exec(
             )
             .map_err(spawn_status)?;
             tracing::info!(pid = process.pid, pty = true, command = ?program.command, "exec started");
+            let guard = shared_for_guard.track(process.pid)?;
             let kept = (start.keep_seconds > 0).then(|| {
                 let (id, arrivals) = shared.kept.register(user);
                 Kept {
@@ -95,7 +96,6 @@ pub async fn exec(
                 }),
             )
             .await;
-            let guard = shared_for_guard.track(process.pid);
             tokio::spawn(async move {
                 run_pty(
                     shared,
@@ -117,6 +117,7 @@ pub async fn exec(
                 return Err(Status::internal("process started without pipes"));
             };
             tracing::info!(pid = process.pid, pty = false, command = ?program.command, "exec started");
+            let guard = shared_for_guard.track(process.pid)?;
             send(
                 &tx,
                 exec_output::Output::Started(Started {
@@ -125,7 +126,6 @@ pub async fn exec(
                 }),
             )
             .await;
-            let guard = shared_for_guard.track(process.pid);
             tokio::spawn(async move {
                 run_pipes(
                     shared,

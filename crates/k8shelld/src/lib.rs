@@ -73,6 +73,8 @@ pub struct Shared {
     sessions: Mutex<HashSet<i32>>,
     /// Woken whenever a session ends.
     session_ended: tokio::sync::Notify,
+    /// When the last session ended: its client may still be reading its exit status.
+    last_session_end: Mutex<Option<std::time::Instant>>,
     /// Terminals kept for `Attach`.
     kept: kept::KeptTerminals,
     /// Cancelled when k8shelld starts to stop: no new sessions from then on.
@@ -83,25 +85,38 @@ impl Shared {
     /// New sessions are refused once k8shelld is stopping (the running ones are being ended).
     fn refuse_if_stopping(&self) -> Result<(), Status> {
         if self.stopping.is_cancelled() {
-            Err(Status::unavailable(
-                "the workspace is stopping; start it again to connect",
-            ))
+            Err(stopping())
         } else {
             Ok(())
         }
     }
 
-    pub(crate) fn track(self: &Arc<Self>, pid: i32) -> SessionGuard {
-        self.lock_sessions().insert(pid);
-        SessionGuard {
+    /// Counts a started process as a session that stopping ends. If k8shelld began to stop
+    /// since the call was let in, the list of sessions to end may have been taken already: the
+    /// process group is killed and the call refused instead. The check is made under the lock
+    /// that list is taken with, so no session slips between the two.
+    pub(crate) fn track(self: &Arc<Self>, pid: i32) -> Result<SessionGuard, Status> {
+        let mut sessions = self.lock_sessions();
+        if self.stopping.is_cancelled() {
+            drop(sessions);
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            return Err(stopping());
+        }
+        sessions.insert(pid);
+        Ok(SessionGuard {
             shared: Arc::clone(self),
             pid,
-        }
+        })
     }
 
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashSet<i32>> {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The answer to a session asked for while k8shelld stops.
+fn stopping() -> Status {
+    Status::unavailable("the workspace is stopping; start it again to connect")
 }
 
 /// Removes a session's process group from the live set when the exec ends.
@@ -113,6 +128,11 @@ pub(crate) struct SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
+        *self
+            .shared
+            .last_session_end
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(std::time::Instant::now());
         self.shared.lock_sessions().remove(&self.pid);
         self.shared.session_ended.notify_waiters();
     }
@@ -188,6 +208,7 @@ pub async fn serve(config: Config, listener: Listener, shutdown: Shutdown) -> Re
         reaper,
         sessions: Mutex::default(),
         session_ended: tokio::sync::Notify::new(),
+        last_session_end: Mutex::default(),
         kept: kept::KeptTerminals::default(),
         stopping: shutdown.token(),
     });
@@ -208,10 +229,26 @@ pub async fn serve(config: Config, listener: Listener, shutdown: Shutdown) -> Re
         let shared = Arc::clone(&shared);
         let stop = stop.clone();
         let drained = drained.clone();
+        let health_reporter = health_reporter.clone();
         tokio::spawn(async move {
             stop.cancelled().await;
-            if end_sessions(&shared).await {
-                tokio::time::sleep(FLUSH_GRACE).await;
+            // Health checks (the provisioner's, before it hands out this endpoint) hear at once
+            // that no session can start here any more.
+            health_reporter
+                .set_service_status("", k8shell_proto::health::ServingStatus::NotServing)
+                .await;
+            health_reporter
+                .set_not_serving::<WorkspaceServer<WorkspaceService>>()
+                .await;
+            end_sessions(&shared).await;
+            // The last exit status had FLUSH_GRACE to reach its client, counted from its end
+            // (which may have been just before the stop).
+            let last_end = *shared
+                .last_session_end
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(ended) = last_end {
+                tokio::time::sleep(FLUSH_GRACE.saturating_sub(ended.elapsed())).await;
             }
             drained.cancel();
         });
@@ -291,11 +328,10 @@ async fn until_sessions_end(
 }
 
 /// SIGTERM to every session's process group, SIGKILL to those still there after the grace.
-/// False if there was none.
-async fn end_sessions(shared: &Arc<Shared>) -> bool {
+async fn end_sessions(shared: &Arc<Shared>) {
     let groups: Vec<i32> = shared.lock_sessions().iter().copied().collect();
     if groups.is_empty() {
-        return false;
+        return;
     }
     tracing::info!(sessions = groups.len(), "ending sessions");
     for pid in &groups {
@@ -315,14 +351,12 @@ async fn end_sessions(shared: &Arc<Shared>) -> bool {
     };
     if tokio::time::timeout(shared.config.kill_grace, all_ended)
         .await
-        .is_ok()
+        .is_err()
     {
-        return true;
+        for pid in shared.lock_sessions().iter() {
+            let _ = killpg(Pid::from_raw(*pid), Signal::SIGKILL);
+        }
     }
-    for pid in shared.lock_sessions().iter() {
-        let _ = killpg(Pid::from_raw(*pid), Signal::SIGKILL);
-    }
-    true
 }
 
 /// The gRPC service.

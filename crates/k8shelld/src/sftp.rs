@@ -63,7 +63,7 @@ pub async fn sftp(
         return Err(GrpcStatus::internal("cannot use the SFTP server's pipes"));
     };
     tracing::info!(pid = process.pid, "sftp started");
-    let guard = shared.track(process.pid);
+    let guard = shared.track(process.pid)?;
     let (tx, rx) = mpsc::channel(OUTPUT_QUEUE);
     let exit = process.exit;
     tokio::spawn(async move {

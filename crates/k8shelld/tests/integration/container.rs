@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use k8shell_proto::health::pb::HealthCheckRequest;
+use k8shell_proto::health::pb::health_check_response::ServingStatus;
+use k8shell_proto::health::pb::health_client::HealthClient;
 use k8shell_proto::k8shelld::v1::exec_input;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -236,6 +239,7 @@ async fn as_pid1_it_reaps_orphans() {
 async fn sigterm_to_pid1_ends_sessions_with_a_grace_period() {
     let mut container = Container::start();
     let channel = unix_channel(&container.daemon.socket).await;
+    let mut health = HealthClient::new(channel.clone());
     let mut client = with_token(channel, Some(container.daemon.token()));
     let script = "trap 'echo got-term; exit 0' TERM; echo ready; while :; do sleep 0.05; done";
     let mut exec = Exec::open(&mut client, start(script)).await.unwrap();
@@ -246,6 +250,10 @@ async fn sigterm_to_pid1_ends_sessions_with_a_grace_period() {
     // a very slow machine its connection is already gone.
     if let Ok(mut late) = Exec::open(&mut client, start("echo late")).await {
         panic!("a session started after SIGTERM: {:?}", late.wait().await);
+    }
+    // Health checks hear it too, so that the provisioner hands out no stopping workspace.
+    if let Ok(answer) = health.check(HealthCheckRequest::default()).await {
+        assert_eq!(answer.into_inner().status, ServingStatus::NotServing as i32);
     }
     // Writing while the session ends must not cost the client its exit status.
     exec.send(exec_input::Input::StdinEof(Default::default()))
