@@ -151,9 +151,11 @@ pub async fn connect(
 }
 
 /// Creates the stream if it does not exist yet and returns it. A stream made by an earlier
-/// version may lack subjects added since: they are added (and none taken away, so that the
-/// earlier version keeps working during an upgrade); otherwise NATS would refuse, or no stream
-/// would keep, the events published on them.
+/// version may lack subjects added since: they are added (and none that it stores is dropped,
+/// so that the earlier version keeps working during an upgrade); otherwise NATS would refuse,
+/// or no stream would keep, the events published on them. If NATS refuses the change (another
+/// stream has the subject, or this service may not update streams), the stream is used as it is
+/// and the refusal logged: what it stores still flows.
 pub async fn ensure_stream(
     js: &async_nats::jetstream::Context,
     spec: &StreamSpec,
@@ -171,20 +173,49 @@ pub async fn ensure_stream(
         .await
         .map_err(EventError::js)?;
     let config = &stream.info().await.map_err(EventError::js)?.config;
-    let missing: Vec<String> = spec
-        .subjects
+    let Some(subjects) = with_subjects(&config.subjects, spec.subjects) else {
+        return Ok(stream);
+    };
+    let wider = Config {
+        subjects,
+        ..config.clone()
+    };
+    match js.update_stream(wider).await {
+        Ok(info) => {
+            tracing::info!(stream = spec.name, subjects = ?info.config.subjects, "the stream stores new subjects");
+            js.get_stream(spec.name).await.map_err(EventError::js)
+        }
+        Err(error) => {
+            tracing::warn!(
+                stream = spec.name,
+                %error,
+                wanted = ?spec.subjects,
+                "the stream could not take this version's subjects; events on the missing ones wait in the outbox"
+            );
+            Ok(stream)
+        }
+    }
+}
+
+/// The subjects a stream that stores `have` needs to store `want` too, or None if it does
+/// already. A wanted wildcard replaces the subjects it covers (NATS refuses overlaps), so
+/// nothing stored before stops being stored.
+fn with_subjects(have: &[String], want: &[&str]) -> Option<Vec<String>> {
+    let missing: Vec<&str> = want
         .iter()
-        .filter(|s| !config.subjects.iter().any(|have| covers(have, s)))
-        .map(|s| (*s).to_owned())
+        .copied()
+        .filter(|w| !have.iter().any(|h| covers(h, w)))
         .collect();
     if missing.is_empty() {
-        return Ok(stream);
+        return None;
     }
-    let mut wider = config.clone();
-    wider.subjects.extend(missing.iter().cloned());
-    tracing::info!(stream = spec.name, added = ?missing, "the stream stores new subjects");
-    js.update_stream(wider).await.map_err(EventError::js)?;
-    js.get_stream(spec.name).await.map_err(EventError::js)
+    let mut subjects: Vec<String> = have
+        .iter()
+        .filter(|h| !missing.iter().any(|m| covers(m, h)))
+        .cloned()
+        .collect();
+    subjects.extend(missing.iter().map(|m| (*m).to_owned()));
+    Some(subjects)
 }
 
 /// Whether every subject that `subject` matches is matched by `pattern` too (NATS wildcards:
@@ -204,7 +235,24 @@ fn covers(pattern: &str, subject: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::covers;
+    use super::{covers, with_subjects};
+
+    fn owned(subjects: &[&str]) -> Vec<String> {
+        subjects.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn missing_subjects_are_added_and_wildcards_take_the_place_of_what_they_cover() {
+        assert_eq!(
+            with_subjects(&owned(&["a.x", "b.>"]), &["a.x", "b.c", "d.>"]),
+            Some(owned(&["a.x", "b.>", "d.>"]))
+        );
+        assert_eq!(
+            with_subjects(&owned(&["s.opened", "s.closed", "ops.extra"]), &["s.>"]),
+            Some(owned(&["ops.extra", "s.>"]))
+        );
+        assert_eq!(with_subjects(&owned(&["s.>"]), &["s.opened"]), None);
+    }
 
     #[test]
     fn a_subject_is_covered_by_itself_and_by_wider_wildcards() {

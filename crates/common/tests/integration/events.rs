@@ -240,3 +240,31 @@ async fn a_stream_made_by_an_earlier_version_gains_the_new_subjects() {
         expected.len()
     );
 }
+
+/// An operator's stream already holds one of the new subjects: NATS refuses to give it to AUDIT
+/// too. The service still starts on the stream as it is, and what it stores still flows.
+#[tokio::test]
+async fn a_subject_held_by_another_stream_leaves_the_stream_usable() {
+    let nats = Nats::start().unwrap();
+    let js = jetstream(&nats).await;
+    for (name, subject) in [(AUDIT.name, "k8shell.auth.>"), ("OPS", "k8shell.shield.>")] {
+        js.create_stream(jetstream::stream::Config {
+            name: name.to_owned(),
+            subjects: vec![subject.to_owned()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let mut stream = ensure_stream(&js, &AUDIT).await.unwrap();
+    assert_eq!(
+        stream.info().await.unwrap().config.subjects,
+        vec!["k8shell.auth.>".to_owned()]
+    );
+    js.publish("k8shell.auth.failure", "{}".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(stream_messages(&js).await, 1);
+}
