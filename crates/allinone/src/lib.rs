@@ -441,6 +441,12 @@ async fn serve(
             }
         })
         .await;
+    if outcome.is_ok() {
+        println!(
+            "k8shell: stopped; workspaces, homes and settings stay in {} for the next start",
+            state.root().display()
+        );
+    }
     outcome
 }
 
