@@ -1,7 +1,8 @@
 // One person's visit to the console, in headless Chromium against the real platform: sign in
 // through the OpenID provider, create a workspace, use its terminal, resize it, stop and start
-// the workspace, find the session and replay it, seek, and visit every other page. Each page is
-// saved as a screenshot (K8SHELL_ARTIFACTS) and checked against WCAG 2.1 AA with axe-core.
+// the workspace, find the session and replay it, seek, visit every other page, and delete the
+// workspace. Each page is saved as a screenshot (K8SHELL_ARTIFACTS) and checked with axe-core
+// (WCAG 2.2 AA and best practices).
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { expectAccessible, launch, screenText, setting, snap, waitForScreen } from "./browser";
@@ -280,6 +281,28 @@ describe("the console", () => {
       await expectAccessible(page, `${path} in the dark`);
     }
     await page.emulateMedia({ colorScheme: "light" });
+  });
+
+  it("deletes the workspace only after a confirmation", async () => {
+    await page.goto(`${URL}/workspaces`);
+    const row = page.locator(`tr[data-workspace="${WORKSPACE}"]`);
+    await expect.poll(() => row.count()).toBe(1);
+    const dialog = page.getByRole("dialog", { name: `Delete ${WORKSPACE}?` });
+    await row.getByRole("button", { name: `Delete ${WORKSPACE}` }).click();
+    await dialog.waitFor();
+    await snap(page, "17-delete-confirmation");
+    await expectAccessible(page, "17-delete-confirmation");
+    // Cancel (here: the Escape key) keeps it.
+    await page.keyboard.press("Escape");
+    await expect.poll(() => dialog.count()).toBe(0);
+    expect(await row.count()).toBe(1);
+    await row.getByRole("button", { name: `Delete ${WORKSPACE}` }).click();
+    await dialog.getByRole("button", { name: "Delete workspace" }).click();
+    await expect.poll(() => row.count()).toBe(0);
+    // Gone for the server too, not only from this page's live list.
+    await page.reload();
+    await expect.poll(() => page.getByRole("link", { name: "Create one" }).count()).toBe(1);
+    expect(await row.count()).toBe(0);
   });
 
   it("signs out", async () => {

@@ -56,9 +56,11 @@ describe("WorkspaceTable", () => {
     HTMLDialogElement.prototype.showModal = vi.fn(function (this: HTMLDialogElement) {
       this.setAttribute("open", "");
     });
-    render(<WorkspaceTable workspaces={[workspace("web", "running")]} showOwner={false} />);
-    fireEvent.click(screen.getByRole("button", { name: "Delete web" }));
-    expect(screen.getByText(/deleted for good/)).toBeTruthy();
+    render(<WorkspaceTable workspaces={[workspace("web", "running"), workspace("db", "stopped")]} showOwner={false} />);
+    fireEvent.click(screen.getByRole("button", { name: "Delete db" }));
+    // The open dialog is named for its own workspace (each row has its own dialog).
+    const dialog = screen.getByRole("dialog", { name: "Delete db?" });
+    expect(dialog.textContent).toMatch(/db and its home directory are deleted for good/);
     expect(screen.getByRole("button", { name: "Delete workspace" })).toBeTruthy();
   });
 
