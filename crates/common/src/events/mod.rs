@@ -153,13 +153,14 @@ pub async fn connect(
 /// Creates the stream if it does not exist yet and returns it. A stream made by an earlier
 /// version may lack subjects added since: they are added (and none that it stores is dropped,
 /// so that the earlier version keeps working during an upgrade); otherwise NATS would refuse,
-/// or no stream would keep, the events published on them. If NATS refuses the change (another
-/// stream has the subject, or this service may not update streams), the stream is used as it is
-/// and the refusal logged: what it stores still flows.
+/// or no stream would keep, the events published on them. A subject JetStream refuses (another
+/// stream holds it) is left out with a warning, and the others are still added; an error on the
+/// way (a timeout) is returned, for the caller to try again.
 pub async fn ensure_stream(
     js: &async_nats::jetstream::Context,
     spec: &StreamSpec,
 ) -> Result<async_nats::jetstream::stream::Stream, EventError> {
+    use async_nats::jetstream::context::CreateStreamErrorKind;
     use async_nats::jetstream::stream::{Config, StorageType};
     let mut stream = js
         .get_or_create_stream(Config {
@@ -172,28 +173,42 @@ pub async fn ensure_stream(
         })
         .await
         .map_err(EventError::js)?;
-    let config = &stream.info().await.map_err(EventError::js)?.config;
-    let Some(subjects) = with_subjects(&config.subjects, spec.subjects) else {
-        return Ok(stream);
-    };
-    let wider = Config {
-        subjects,
-        ..config.clone()
-    };
-    match js.update_stream(wider).await {
-        Ok(info) => {
-            tracing::info!(stream = spec.name, subjects = ?info.config.subjects, "the stream stores new subjects");
-            js.get_stream(spec.name).await.map_err(EventError::js)
+    let mut config = stream.info().await.map_err(EventError::js)?.config.clone();
+    let mut widened = false;
+    // One subject at a time: JetStream takes or refuses an update whole.
+    for wanted in spec.subjects {
+        let Some(subjects) = with_subjects(&config.subjects, &[wanted]) else {
+            continue;
+        };
+        let wider = Config {
+            subjects,
+            ..config.clone()
+        };
+        match js.update_stream(&wider).await {
+            Ok(info) => {
+                tracing::info!(
+                    stream = spec.name,
+                    subject = wanted,
+                    "the stream stores a new subject"
+                );
+                config = info.config;
+                widened = true;
+            }
+            Err(error) if matches!(error.kind(), CreateStreamErrorKind::JetStream(_)) => {
+                tracing::warn!(
+                    stream = spec.name,
+                    subject = wanted,
+                    %error,
+                    "JetStream refused to store this subject in the stream (does another stream hold it?); events on it wait in the outbox"
+                );
+            }
+            Err(error) => return Err(EventError::js(error)),
         }
-        Err(error) => {
-            tracing::warn!(
-                stream = spec.name,
-                %error,
-                wanted = ?spec.subjects,
-                "the stream could not take this version's subjects; events on the missing ones wait in the outbox"
-            );
-            Ok(stream)
-        }
+    }
+    if widened {
+        js.get_stream(spec.name).await.map_err(EventError::js)
+    } else {
+        Ok(stream)
     }
 }
 

@@ -242,9 +242,9 @@ async fn a_stream_made_by_an_earlier_version_gains_the_new_subjects() {
 }
 
 /// An operator's stream already holds one of the new subjects: NATS refuses to give it to AUDIT
-/// too. The service still starts on the stream as it is, and what it stores still flows.
+/// too. The other new subjects are still added, and the service starts on the stream.
 #[tokio::test]
-async fn a_subject_held_by_another_stream_leaves_the_stream_usable() {
+async fn a_subject_held_by_another_stream_does_not_keep_the_others_out() {
     let nats = Nats::start().unwrap();
     let js = jetstream(&nats).await;
     for (name, subject) in [(AUDIT.name, "k8shell.auth.>"), ("OPS", "k8shell.shield.>")] {
@@ -257,14 +257,27 @@ async fn a_subject_held_by_another_stream_leaves_the_stream_usable() {
         .unwrap();
     }
     let mut stream = ensure_stream(&js, &AUDIT).await.unwrap();
-    assert_eq!(
-        stream.info().await.unwrap().config.subjects,
-        vec!["k8shell.auth.>".to_owned()]
+    let subjects = stream.info().await.unwrap().config.subjects.clone();
+    assert!(
+        !subjects.contains(&"k8shell.shield.>".to_owned()),
+        "{subjects:?}"
     );
-    js.publish("k8shell.auth.failure", "{}".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert_eq!(stream_messages(&js).await, 1);
+    for wanted in AUDIT
+        .subjects
+        .iter()
+        .filter(|s| !s.starts_with("k8shell.shield."))
+    {
+        assert!(
+            subjects.contains(&(*wanted).to_owned()),
+            "{wanted} missing from {subjects:?}"
+        );
+    }
+    for subject in ["k8shell.auth.failure", "k8shell.workspace.running"] {
+        js.publish(subject, "{}".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    assert_eq!(stream_messages(&js).await, 2);
 }
