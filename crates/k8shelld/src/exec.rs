@@ -54,6 +54,9 @@ pub async fn exec(
             ));
         }
     };
+    // The client took its time to say what to run: refused now if k8shelld began to stop
+    // meanwhile, before the command runs (a refusal after it ran could make a retry run it twice).
+    shared.refuse_if_stopping()?;
     let program = program(&start);
     let (tx, rx) = mpsc::channel(OUTPUT_QUEUE);
     let shared_for_guard = Arc::clone(&shared);

@@ -83,7 +83,7 @@ pub struct Shared {
 
 impl Shared {
     /// New sessions are refused once k8shelld is stopping (the running ones are being ended).
-    fn refuse_if_stopping(&self) -> Result<(), Status> {
+    pub(crate) fn refuse_if_stopping(&self) -> Result<(), Status> {
         if self.stopping.is_cancelled() {
             Err(stopping())
         } else {
@@ -327,7 +327,8 @@ async fn until_sessions_end(
     Ok(())
 }
 
-/// SIGTERM to every session's process group, SIGKILL to those still there after the grace.
+/// SIGTERM to every session's process group, SIGKILL to those still there after the grace
+/// (and a moment for those to end, so that their exit is known when the drain starts).
 async fn end_sessions(shared: &Arc<Shared>) {
     let groups: Vec<i32> = shared.lock_sessions().iter().copied().collect();
     if groups.is_empty() {
@@ -337,25 +338,29 @@ async fn end_sessions(shared: &Arc<Shared>) {
     for pid in &groups {
         let _ = killpg(Pid::from_raw(*pid), Signal::SIGTERM);
     }
-    let all_ended = async {
-        loop {
-            // Registered before the check, so an end between the two is not missed.
-            let ended = shared.session_ended.notified();
-            tokio::pin!(ended);
-            ended.as_mut().enable();
-            if shared.lock_sessions().is_empty() {
-                return;
-            }
-            ended.await;
-        }
-    };
-    if tokio::time::timeout(shared.config.kill_grace, all_ended)
+    if tokio::time::timeout(shared.config.kill_grace, all_sessions_ended(shared))
         .await
-        .is_err()
+        .is_ok()
     {
-        for pid in shared.lock_sessions().iter() {
-            let _ = killpg(Pid::from_raw(*pid), Signal::SIGKILL);
+        return;
+    }
+    for pid in shared.lock_sessions().iter() {
+        let _ = killpg(Pid::from_raw(*pid), Signal::SIGKILL);
+    }
+    let _ = tokio::time::timeout(FLUSH_GRACE, all_sessions_ended(shared)).await;
+}
+
+/// Returns once no session is left.
+async fn all_sessions_ended(shared: &Shared) {
+    loop {
+        // Registered before the check, so an end between the two is not missed.
+        let ended = shared.session_ended.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        if shared.lock_sessions().is_empty() {
+            return;
         }
+        ended.await;
     }
 }
 

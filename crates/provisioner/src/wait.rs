@@ -75,7 +75,11 @@ where
 {
     match tokio::time::timeout_at(deadline, read).await {
         Ok(row) => Ok(row?),
-        Err(_) => Err(still(current)),
+        // `current` is the change being confirmed, which may not be so: not named as the state.
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "workspace {} is not running yet; try again shortly",
+            current.name
+        ))),
     }
 }
 

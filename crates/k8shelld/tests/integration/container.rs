@@ -251,10 +251,10 @@ async fn sigterm_to_pid1_ends_sessions_with_a_grace_period() {
     if let Ok(mut late) = Exec::open(&mut client, start("echo late")).await {
         panic!("a session started after SIGTERM: {:?}", late.wait().await);
     }
-    // Health checks hear it too, so that the provisioner hands out no stopping workspace.
-    if let Ok(answer) = health.check(HealthCheckRequest::default()).await {
-        assert_eq!(answer.into_inner().status, ServingStatus::NotServing as i32);
-    }
+    // Health checks hear it too, so that the provisioner hands out no stopping workspace (the
+    // connection is still up: the session above has not ended).
+    let answer = health.check(HealthCheckRequest::default()).await.unwrap();
+    assert_eq!(answer.into_inner().status, ServingStatus::NotServing as i32);
     // Writing while the session ends must not cost the client its exit status.
     exec.send(exec_input::Input::StdinEof(Default::default()))
         .await;
