@@ -91,7 +91,10 @@ describe("the console", () => {
     await expectAccessible(page, "05-terminal");
 
     // The connection drops (here: the page reloads): the same shell comes back, with its state.
-    await page.keyboard.type("kept=same-shell-$((6*7))\n");
+    await page.keyboard.type("kept=same-shell-$((6*7)); echo stored\n");
+    // The line ran before the drop (keys still on their way when a page goes are lost, as with
+    // any terminal). Its output says nothing of the value, which only `echo $kept` shows later.
+    await waitForScreen(page, ".terminal", (t) => t.split("stored").length >= 3, "the variable stored");
     await page.reload();
     await expect.poll(() => page.getByTestId("terminal-status").textContent()).toContain("Connected.");
     await page.locator(".terminal .xterm").click();
@@ -292,12 +295,20 @@ describe("the console", () => {
     await dialog.waitFor();
     await snap(page, "17-delete-confirmation");
     await expectAccessible(page, "17-delete-confirmation");
-    // Cancel (here: the Escape key) keeps it.
+    // Cancel (here: the Escape key) keeps it: no request to delete goes out.
+    const deletes: string[] = [];
+    const onRequest = (request: { method(): string; url(): string }) => {
+      if (request.method() === "DELETE") deletes.push(request.url());
+    };
+    page.on("request", onRequest);
     await page.keyboard.press("Escape");
     await expect.poll(() => dialog.count()).toBe(0);
+    expect(deletes).toEqual([]);
     expect(await row.count()).toBe(1);
     await row.getByRole("button", { name: `Delete ${WORKSPACE}` }).click();
     await dialog.getByRole("button", { name: "Delete workspace" }).click();
+    await expect.poll(() => deletes.length).toBe(1);
+    page.off("request", onRequest);
     await expect.poll(() => row.count()).toBe(0);
     // Gone for the server too, not only from this page's live list.
     await page.reload();
